@@ -1,0 +1,35 @@
+# make demo / make test set everything up on a fresh machine (Python >= 3.10 and the package registries).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-slow bench venv assets clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kdgen demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/gan_demo.py
+
+# Re-make the shipped assets (see src/kdgen/assets/README.md for what each command made).
+assets: $(STAMP)
+	$(BIN)/kdgen train-features configs/features/mnist5k.yaml
+	$(BIN)/kdgen train-teacher configs/gan/mnist5k-teacher.yaml
+
+clean:
+	rm -rf runs .pytest_cache

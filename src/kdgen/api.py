@@ -1,0 +1,224 @@
+"""The Python API. The CLI only parses arguments and calls these."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import RunConfig, load_config
+from .data import load_dataset, native_shape, stack_images
+from .errors import KdgenError
+from .evaluate import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
+from .io import atomic_write_text, build_model, load_model, resolve_path, save_model
+from .methods import GeneratorDistiller, TermContext, build_terms
+from .methods.adversarial import AdversarialTerm
+from .methods.supervised import SupervisedClassifier
+from .models import build_student
+from .report import format_table, save_grid, save_side_by_side
+from .sampling import GeneratorSampler
+from .teacher import load_teacher
+from .train import Trainer
+
+log = logging.getLogger("kdgen")
+
+
+@dataclass
+class Result:
+    out: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+    train_seconds: float = 0.0
+
+    @property
+    def table(self) -> str:
+        return format_table(self.metrics)
+
+
+def _config(config: Any, overrides: list[str] | None, task: str) -> RunConfig:
+    cfg = load_config(config, overrides)
+    if cfg.task != task:
+        raise KdgenError(f"this recipe is for task '{cfg.task}', not '{task}'; run `kdgen {cfg.task}` with it (or set task={task})")
+    return cfg
+
+
+def _data(cfg: RunConfig, *, image_size: int, channels: int, split: str = "train") -> torch.utils.data.Dataset:
+    """The run's dataset at the model's size; an explicit data size that disagrees is an error."""
+    for key, want, got in (("image_size", image_size, cfg.data.image_size), ("channels", channels, cfg.data.channels)):
+        if got is not None and got != want:
+            raise KdgenError(
+                f"data.{key}={got} does not match the model's {key} {want}; remove data.{key} or use a model made for {got}"
+            )
+    return load_dataset(cfg.data.name, split=split, image_size=image_size, channels=channels, root=cfg.data.root, on_corrupt=cfg.data.on_corrupt)
+
+
+def _trainer(method, dataset, cfg: RunConfig, out: Path) -> Trainer:
+    t = cfg.train
+    return Trainer(
+        method, dataset, out_dir=out, steps=t.steps, lr=t.lr, d_lr=t.d_lr, betas=tuple(t.betas), batch_size=cfg.data.batch_size,
+        ema=t.ema, grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
+        sample_every=t.sample_every, seed=t.seed, workers=cfg.data.workers,
+    )
+
+
+def _prepare_out(cfg: RunConfig, resume: bool) -> Path:
+    out = Path(cfg.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    if resume and saved.exists():
+        prev = load_config(saved)
+        free = {"train": None, "eval": None}  # a resume may train longer or measure differently
+        if {**prev.to_dict(), **free} != {**cfg.to_dict(), **free}:
+            raise KdgenError(f"--resume with a config that differs from '{saved}' beyond train.* and eval.*; resume with the same recipe")
+    cfg.save(saved)
+    return out
+
+
+# --------------------------------------------------------------------------- distill
+
+
+def distill(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
+    """Distil the teacher into a smaller student, then measure both. Returns the run's Result."""
+    cfg = _config(config, overrides, "distill")
+    # 1. teacher, data at the teacher's shape, student from the teacher's config
+    teacher = load_teacher(cfg.teacher.path)
+    args = teacher.kdgen_meta["args"]
+    size, ch, z_dim = args.get("image_size", 28), args.get("channels", 1), args.get("z_dim", 100)
+    dataset = _data(cfg, image_size=size, channels=ch)
+    out = _prepare_out(cfg, resume)
+    student, student_args = build_student(teacher, width=cfg.student.width, init=cfg.student.init, seed=cfg.train.seed)
+    # 2. the method: a weighted mix of registered loss terms
+    ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=size, channels=ch, z_dim=z_dim)
+    method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_dim=z_dim)
+    # 3. train, save the (EMA) student
+    trained = _trainer(method, dataset, cfg, out).fit(resume=resume)
+    save_model(trained.student, out / "student", family=teacher.kdgen_meta["family"], args=student_args)
+    # 4. measure teacher and student the same way
+    metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from}}
+    if cfg.eval.enabled:
+        metrics.update(evaluate_pair(cfg, teacher=teacher, student=trained.student, out=out, z_dim=z_dim))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return Result(out, metrics, trained.student, trained.seconds)
+
+
+def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, z_dim: int) -> dict:
+    """Teacher and student measured by the same code on the same seeds; writes samples/, returns the metrics."""
+    ch = teacher.kdgen_meta["args"].get("channels", 1)
+    size = teacher.kdgen_meta["args"].get("image_size", 28)
+    e = cfg.eval
+    samplers = {"teacher": GeneratorSampler(teacher, z_dim=z_dim, batch_size=e.batch_size),
+                "student": GeneratorSampler(student, z_dim=z_dim, batch_size=e.batch_size)}
+    extractor, feat_info = load_feature_extractor(e.features, channels=ch)
+    real, ref_name = reference_images(cfg, size, ch)
+    metric = QualityMetric(extractor, real, batch_size=e.batch_size)
+    teacher_file = resolve_path(cfg.teacher.path) / "model.safetensors"
+    files = {"teacher": teacher_file, "student": out / "student" / "model.safetensors"}
+    metrics: dict[str, Any] = {}
+    for name, sampler in samplers.items():
+        t0 = time.perf_counter()
+        metrics[name] = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds),
+                         **measure_cost(sampler, weights=files[name], repeats=e.latency_repeats)}
+        metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], extractor, n=min(e.num_samples, 500), seed=e.seeds[0])
+    train_real = stack_images(_data(cfg, image_size=size, channels=ch), e.num_samples)
+    floor = metric.score(train_real)
+    metrics["protocol"] = {
+        "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
+        "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
+        "kid_subset_size": metric.kid.subset_size,
+        "real_train_vs_reference": {"fid": floor["fid"], "kid": floor["kid"], "count": len(train_real)},
+    }
+    panels = {k: s.sample(64, e.seeds[0]) for k, s in samplers.items()}
+    save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
+    save_grid(panels["student"], out / "samples" / "student.png")
+    return metrics
+
+
+def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, str]:
+    """The held-out real images FID is measured against (a folder has no split: all of it)."""
+    split = "train" if cfg.data.name.startswith("folder:") else "test"
+    ds = _data(cfg, image_size=size, channels=ch, split=split)
+    return stack_images(ds), f"{cfg.data.name} {split} split"
+
+
+def evaluate(run: str | Path) -> Result:
+    """Re-measure a distill run folder (its config.yaml, teacher and student); rewrites metrics.json."""
+    out = Path(run).expanduser()
+    if not (out / "config.yaml").is_file():
+        raise KdgenError(f"'{out}' is not a kdgen run folder (no config.yaml); give the folder `kdgen distill` wrote")
+    cfg = load_config(out / "config.yaml")
+    teacher = load_teacher(cfg.teacher.path)
+    student = load_model(out / "student")
+    metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out, z_dim=teacher.kdgen_meta["args"].get("z_dim", 100))
+    previous = out / "metrics.json"
+    if previous.is_file():  # keep what training recorded
+        metrics = {"train": json.loads(previous.read_text()).get("train", {}), **metrics}
+    atomic_write_text(previous, json.dumps(metrics, indent=2) + "\n")
+    return Result(out, metrics, student)
+
+
+# --------------------------------------------------------------------------- train-teacher / train-features
+
+
+def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
+    """Train a GAN teacher from scratch (hinge loss), saved to OUT/teacher with its discriminator beside it."""
+    cfg = _config(config, overrides, "train-teacher")
+    if cfg.model.family != "dcgan-generator":
+        raise KdgenError(f"train-teacher builds GAN generators; model.family must be 'dcgan-generator', got '{cfg.model.family}'")
+    args = {"z_dim": 100, "image_size": 28, "channels": 1, "base_width": 64, "width": 1.0, **cfg.model.args}
+    # 1. generator and a matching discriminator
+    torch.manual_seed(cfg.train.seed)
+    generator = build_model("dcgan-generator", args)
+    d_args = {k: args[k] for k in ("image_size", "channels", "base_width", "width")}
+    adv = AdversarialTerm(AdversarialTerm.Options(weight=1.0, init="random"), TermContext(student=generator, teacher=None))
+    adv.discriminator = build_model("dcgan-discriminator", d_args)
+    method = GeneratorDistiller(student=generator, teacher=None, terms={"adversarial": adv}, z_dim=args["z_dim"])
+    # 2. data, train, save
+    dataset = _data(cfg, image_size=args["image_size"], channels=args["channels"])
+    out = _prepare_out(cfg, resume)
+    trained = _trainer(method, dataset, cfg, out).fit(resume=resume)
+    folder = save_model(trained.student, out / "teacher", family="dcgan-generator", args=args,
+                        extra={"trained_on": cfg.data.name, "steps": trained.step})
+    save_model(adv.discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
+    save_grid(method.preview(16, module=trained.student), out / "samples" / "teacher.png", nrow=4)
+    metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step}}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return Result(out, metrics, trained.student, trained.seconds)
+
+
+def train_features(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
+    """Train the feature network (a CNN classifier) on a labelled dataset; reports its test accuracy."""
+    cfg = _config(config, overrides, "train-features")
+    if cfg.model.family != "featnet":
+        raise KdgenError(f"train-features builds feature nets; model.family must be 'featnet', got '{cfg.model.family}'")
+    name = cfg.data.name
+    size, ch = native_shape(name) or (cfg.data.image_size, cfg.data.channels)
+    size, ch = cfg.data.image_size or size, cfg.data.channels or ch
+    train = load_dataset(name, split="train", image_size=size, channels=ch, root=cfg.data.root)
+    test = load_dataset(name, split="test", image_size=size, channels=ch, root=cfg.data.root)
+    if not hasattr(train, "labels") or train.labels is None:
+        raise KdgenError(f"dataset '{name}' has no labels; train-features needs a labelled dataset such as mnist5k")
+    args = {"channels": ch, "num_classes": int(train.labels.max()) + 1, **cfg.model.args}
+    torch.manual_seed(cfg.train.seed)
+    net = build_model("featnet", args)
+    out = _prepare_out(cfg, resume)
+    trained = _trainer(SupervisedClassifier(net), train, cfg, out).fit(resume=resume)
+    acc = classifier_accuracy(trained.student, test.images, test.labels)
+    save_model(trained.student, out / "featnet", family="featnet", args=args,
+               extra={"trained_on": name, "image_size": size, "test_accuracy": acc})
+    metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step}, "test_accuracy": acc}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return Result(out, metrics, trained.student, trained.seconds)
+
+
+@torch.no_grad()
+def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    pred = torch.cat([model(x).argmax(1) for x in images.split(500)])
+    return float((pred == labels).float().mean())

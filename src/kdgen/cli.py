@@ -1,0 +1,112 @@
+"""`kdgen` command line: parse, call the API, print. User errors end in one sentence and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import KdgenError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="kdgen: distil image models into smaller students and prove the trade.")
+
+OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.steps=200 student.width=0.125", show_default=False)
+RESUME = typer.Option(False, "--resume", help="continue from OUT/state/last.pt")
+
+
+def _finish(result, title: str) -> None:
+    if result.metrics.get("student"):
+        typer.echo(f"\n{title}\n")
+        typer.echo(result.table)
+    typer.echo(f"\nrun folder: {result.out}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder"),
+    overrides: Optional[List[str]] = OVERRIDES,
+) -> None:
+    """Distil the shipped MNIST GAN teacher into a width-0.25 pruned student, measure both, print the table."""
+    from .api import distill
+
+    result = distill(None, [f"out={out}", *(overrides or [])])
+    _finish(result, "teacher vs student (FID/KID in kdgen's mnist5k feature space, vs the 500 held-out test images)")
+
+
+@app.command()
+def distill(
+    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/gan/mnist5k-demo.yaml"),
+    overrides: Optional[List[str]] = OVERRIDES,
+    resume: bool = RESUME,
+) -> None:
+    """Distil a teacher into a student as the recipe says, then measure both."""
+    from .api import distill as run
+
+    _finish(run(config, overrides, resume=resume), "teacher vs student")
+
+
+@app.command("train-teacher")
+def train_teacher(config: Path = typer.Argument(..., help="YAML recipe with task: train-teacher"),
+                  overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME) -> None:
+    """Train a GAN teacher from scratch; writes OUT/teacher (generator + discriminator)."""
+    from .api import train_teacher as run
+
+    result = run(config, overrides, resume=resume)
+    typer.echo(f"teacher: {result.out / 'teacher'} ({result.train_seconds:.0f} s)")
+
+
+@app.command("train-features")
+def train_features(config: Path = typer.Argument(..., help="YAML recipe with task: train-features"),
+                   overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME) -> None:
+    """Train the evaluation feature network (a CNN classifier); prints its test accuracy."""
+    from .api import train_features as run
+
+    result = run(config, overrides, resume=resume)
+    typer.echo(f"feature net: {result.out / 'featnet'}  test accuracy {result.metrics['test_accuracy']:.4f}")
+
+
+@app.command()
+def evaluate(run: Path = typer.Argument(..., help="a run folder written by kdgen distill")) -> None:
+    """Re-measure a run's teacher and student (FID, KID, cost) and rewrite metrics.json."""
+    from .api import evaluate as ev
+
+    _finish(ev(run), "teacher vs student")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered distillation methods, one line each."""
+    from .methods import METHODS
+
+    for name in METHODS.names():
+        typer.echo(f"{name:12s} {METHODS.summary(name)}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except KdgenError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; the last checkpoint in OUT/state is intact (continue with --resume)", err=True)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Typed run configuration: YAML recipe + `key=value` overrides -> validated `RunConfig`.
+
+YAML holds values only. Every section is a dataclass; unknown keys and bad values raise a
+`KdgenError` that names the key and what is allowed. The resolved config is saved with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import KdgenError
+from .registry import nearest
+
+
+def _check(**limits):
+    """Field metadata: numeric limits checked on load (gt, ge, le)."""
+    return {"limits": limits}
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist5k"  # mnist5k | digits | mnist | fashion-mnist | cifar10 | folder:PATH
+    image_size: int | None = field(default=None, metadata=_check(gt=0))  # None: the teacher's
+    channels: int | None = field(default=None, metadata=_check(gt=0))  # None: the teacher's
+    root: str = "~/.cache/kdgen/datasets"  # where downloadable datasets live
+    on_corrupt: Literal["error", "skip"] = "error"  # folder datasets: stop, or skip and count
+    batch_size: int = field(default=64, metadata=_check(gt=0))
+    workers: int = field(default=0, metadata=_check(ge=0))
+
+
+@dataclass
+class ModelConfig:
+    """What `train-teacher` / `train-features` build from scratch."""
+
+    family: str = "dcgan-generator"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherConfig:
+    path: str = "builtin:gan-mnist5k"  # a kdgen model folder, or builtin:NAME
+
+
+@dataclass
+class StudentConfig:
+    width: float = field(default=0.25, metadata=_check(gt=0, le=1))
+    init: Literal["random", "prune"] = "prune"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = field(default=1500, metadata=_check(gt=0))
+    lr: float = field(default=1e-3, metadata=_check(gt=0))
+    d_lr: float | None = field(default=None, metadata=_check(gt=0))  # discriminator; None: lr
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    ema: float = field(default=0.999, metadata=_check(ge=0, le=1))  # 0 disables the EMA
+    grad_clip: float = field(default=1.0, metadata=_check(ge=0))  # 0 disables clipping
+    checkpoint_every: int = field(default=250, metadata=_check(gt=0))
+    log_every: int = field(default=25, metadata=_check(gt=0))
+    sample_every: int = field(default=250, metadata=_check(gt=0))
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = field(default=2000, metadata=_check(gt=1))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    batch_size: int = field(default=500, metadata=_check(gt=0))
+    features: str = "builtin:featnet-mnist5k"  # feature net for FID/KID
+    latency_repeats: int = field(default=20, metadata=_check(gt=0))
+    enabled: bool = True
+
+
+def _demo_methods() -> dict[str, dict[str, Any]]:
+    return {
+        "output": {"weight": 1.0, "distance": "l1"},
+        "feature": {"weight": 1.0},
+        "adversarial": {"weight": 0.01},
+    }
+
+
+@dataclass
+class RunConfig:
+    """The defaults are the demo recipe (configs/gan/mnist5k-demo.yaml says the same)."""
+
+    task: Literal["distill", "train-teacher", "train-features"] = "distill"
+    out: str = "runs/demo"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    methods: dict[str, dict[str, Any]] = field(default_factory=_demo_methods)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from .io import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints accepted for floats)."""
+    origin = typing.get_origin(tp)
+    bad = KdgenError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}; fix the recipe or override")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise KdgenError(
+                f"config key '{key}' must be one of {', '.join(repr(a) for a in typing.get_args(tp))}, got {value!r}"
+            )
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except KdgenError:
+                continue
+        raise bad
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _check_limits(value: Any, limits: dict[str, float], key: str) -> None:
+    if value is None or not limits:
+        return
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v != v:  # NaN
+            raise KdgenError(f"config key '{key}' is NaN; give a number")
+        if "gt" in limits and not v > limits["gt"]:
+            raise KdgenError(f"config key '{key}' must be > {limits['gt']}, got {v}")
+        if "ge" in limits and not v >= limits["ge"]:
+            raise KdgenError(f"config key '{key}' must be >= {limits['ge']}, got {v}")
+        if "le" in limits and not v <= limits["le"]:
+            raise KdgenError(f"config key '{key}' must be <= {limits['le']}, got {v}")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict, naming any unknown key or bad value."""
+    where = prefix or "the top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise KdgenError(f"config section '{where}' must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            full = f"{prefix}.{key}" if prefix else str(key)
+            hint = nearest(str(key), list(fields))
+            did = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise KdgenError(
+                f"unknown config key '{full}'{did}; valid keys in {where} are: {', '.join(fields)}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, data[name], key)
+            continue
+        value = _coerce(data[name], tp, key)
+        _check_limits(value, f.metadata.get("limits", {}), key)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise KdgenError(f"override '{item}' is not of the form key=value (e.g. train.steps=200)")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        if value is None and parts[0] == "methods" and len(parts) == 2:
+            node.pop(parts[-1], None)  # methods.NAME=null removes a method
+        else:
+            node[parts[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise KdgenError(f"config file '{p}' does not exist; give the path of a YAML recipe (see configs/)")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise KdgenError(f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise KdgenError(f"config file '{p}' must hold a mapping of sections (data, train, ...), not {type(raw).__name__}")
+    return raw
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | RunConfig | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """A validated `RunConfig` from a YAML path, a dict, or the built-in defaults (None)."""
+    if isinstance(source, RunConfig):
+        raw = source.to_dict()
+    elif source is None:
+        raw = {}
+    elif isinstance(source, dict):
+        raw = dict(source)
+    else:
+        raw = read_yaml(source)
+    # the recipe over the defaults first, then the overrides over that (so `methods.output.weight=2`
+    # changes one option of the recipe's methods instead of replacing the whole section)
+    full = from_dict(RunConfig, raw).to_dict()
+    cfg = from_dict(RunConfig, apply_overrides(full, list(overrides or [])))
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: RunConfig) -> None:
+    if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
+        raise KdgenError(f"config key 'train.betas' must be two numbers in [0, 1), got {cfg.train.betas}")
+    if not cfg.eval.seeds:
+        raise KdgenError("config key 'eval.seeds' must list at least one seed, e.g. [0]")
+    if cfg.task == "distill":
+        from .methods import parse_methods
+
+        parse_methods(cfg.methods)  # unknown method names / options fail here, before any work

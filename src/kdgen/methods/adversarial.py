@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from ..config import _check
+from ..errors import KdgenError
+from ..io import build_model, load_model
+from ..losses import hinge_d_loss, hinge_g_loss
+from ..teacher import teacher_discriminator_path
+from .base import GenBatch, LossTerm, TermContext
+from .registry import METHODS
+
+log = logging.getLogger("kdgen")
+
+
+@METHODS.register("adversarial")
+class AdversarialTerm(LossTerm):
+    """Hinge GAN loss against a discriminator on real images; phases (discriminator, student)."""
+
+    phases = ("discriminator", "student")
+    needs_teacher = False
+
+    @dataclass
+    class Options:
+        weight: float = field(default=0.01, metadata=_check(ge=0))
+        init: Literal["auto", "teacher", "random"] = "auto"  # auto: the teacher's discriminator when one ships
+        width: float = field(default=1.0, metadata=_check(gt=0))  # of a randomly initialised discriminator
+
+    def __init__(self, options: "AdversarialTerm.Options", ctx: TermContext):
+        super().__init__()
+        self.options = options
+        shipped = teacher_discriminator_path(ctx.teacher_path) if ctx.teacher_path is not None else None
+        if options.init == "teacher" and shipped is None:
+            raise KdgenError(
+                "methods.adversarial.init=teacher but no discriminator ships beside the teacher (<teacher>/discriminator); "
+                "use init=auto or init=random"
+            )
+        if options.init != "random" and shipped is not None:
+            self.discriminator = load_model(shipped).train()
+            self.discriminator.requires_grad_(True)
+        else:
+            if options.init == "auto" and ctx.teacher_path is not None:
+                log.info("no discriminator ships with the teacher; the adversarial term starts from a random one")
+            self.discriminator = build_model(
+                "dcgan-discriminator", {"image_size": ctx.image_size, "channels": ctx.channels, "width": options.width}
+            )
+
+    def student_loss(self, b: GenBatch) -> torch.Tensor:
+        return hinge_g_loss(self.discriminator(b.student_images))
+
+    def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        r, f = self.discriminator(real), self.discriminator(fake)
+        return hinge_d_loss(r, f), {"d/real": r.mean().item(), "d/fake": f.mean().item()}
+
+    def trainable(self, phase: str) -> list:
+        return list(self.discriminator.parameters()) if phase == "discriminator" else []

@@ -1,0 +1,95 @@
+"""GeneratorDistiller: a student generator trained by a weighted sum of registered loss terms.
+
+With a teacher it distils (output / feature / perceptual / adversarial, any mix); without one and
+with only the adversarial term it is plain GAN training (how `train-teacher` and the from-scratch
+baseline run, through the same trainer).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import KdgenError
+from ..sampling import GeneratorSampler
+from ..taps import FeatureTaps
+from ..teacher import Frozen
+from .base import DistillationMethod, GenBatch, LossTerm, StepOutput
+
+
+class GeneratorDistiller(DistillationMethod):
+    def __init__(self, *, student: nn.Module, teacher: nn.Module | None, terms: dict[str, LossTerm], z_dim: int):
+        super().__init__()
+        if not terms:
+            raise KdgenError("no methods given; name at least one in 'methods' (see `kdgen methods`)")
+        if teacher is None and any(t.needs_teacher for t in terms.values()):
+            needy = [n for n, t in terms.items() if t.needs_teacher]
+            raise KdgenError(f"methods {needy} need a teacher; give teacher.path or use only 'adversarial'")
+        self.student = student
+        self.teacher = Frozen(teacher) if teacher is not None else None
+        self.terms = nn.ModuleDict(terms)
+        self.z_dim = z_dim
+        self.phases = tuple(p for p in ("discriminator", "student") if any(p in t.phases for t in terms.values()))
+        self._student_layers = sorted({n for t in terms.values() for n in t.student_layers})
+        self._teacher_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
+        self._preview_z = torch.randn(16, z_dim, generator=torch.Generator().manual_seed(1234))
+
+    def trainable(self, phase: str) -> Iterable[nn.Parameter]:
+        params = [p for t in self.terms.values() for p in t.trainable(phase)]
+        if phase == "student":
+            params = list(self.student.parameters()) + params
+        return params
+
+    def forward(self, batch: dict, phase: str) -> StepOutput:
+        real = batch["image"]
+        z = torch.randn(real.shape[0], self.z_dim, device=real.device)
+        if phase == "discriminator":
+            return self._discriminator_step(real, z)
+        b = GenBatch(z=z, real=real)
+        # 1. teacher targets (frozen, no grad), with its taps
+        if self.teacher is not None:
+            with FeatureTaps(self.teacher.module, self._teacher_layers, role="teacher") as taps:
+                b.teacher_images = self.teacher(z)
+            b.teacher_feats = taps.outputs
+        # 2. student prediction, with its taps
+        with FeatureTaps(self.student, self._student_layers, role="student") as taps:
+            b.student_images = self.student(z)
+        b.student_feats = taps.outputs
+        # 3. weighted sum of the terms
+        loss = torch.zeros((), device=real.device)
+        logs = {}
+        for name, term in self.terms.items():
+            part = term.student_loss(b)
+            loss = loss + term.options.weight * part
+            logs[f"loss/{name}"] = part.item()
+        logs["loss/student"] = loss.item()
+        return StepOutput(loss, logs)
+
+    def _discriminator_step(self, real: torch.Tensor, z: torch.Tensor) -> StepOutput:
+        with torch.no_grad():
+            fake = self.student(z)
+        loss = torch.zeros((), device=real.device)
+        logs: dict[str, float] = {}
+        for term in self.terms.values():
+            if "discriminator" in term.phases:
+                part, extra = term.discriminator_loss(real, fake)
+                loss = loss + part
+                logs.update(extra)
+        logs["loss/discriminator"] = loss.item()
+        return StepOutput(loss, logs)
+
+    def student_sampler(self, module: nn.Module | None = None) -> GeneratorSampler:
+        return GeneratorSampler(module or self.student, z_dim=self.z_dim)
+
+    @torch.no_grad()
+    def preview(self, n: int = 16, module: nn.Module | None = None) -> torch.Tensor:
+        m = module or self.student
+        was = m.training
+        m.eval()
+        out = m(self._preview_z[:n].to(next(m.parameters()).device))
+        m.train(was)
+        return out
+
+

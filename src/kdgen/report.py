@@ -1,0 +1,72 @@
+"""What a run shows a person: the teacher-vs-student table and side-by-side sample grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+ROWS = [
+    ("FID", ("fid",), "{:.2f}"),
+    ("KID x1000", ("kid",), "{:.2f}"),
+    ("params", ("params",), "{:,}"),
+    ("MACs / image", ("macs",), "{:,}"),
+    ("latency b1 (ms)", ("latency_ms", "b1"), "{:.2f}"),
+    ("latency b64 (ms)", ("latency_ms", "b64"), "{:.2f}"),
+    ("file (KB)", ("file_bytes",), "{:.0f}"),
+]
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for k in path:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+
+def format_table(metrics: dict) -> str:
+    """A markdown table: metric | teacher | student | student / teacher."""
+    lines = ["| metric | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
+    for label, path, fmt in ROWS:
+        t, s = _get(metrics.get("teacher", {}), path), _get(metrics.get("student", {}), path)
+        if t is None and s is None:
+            continue
+        scale = 1000 if path == ("kid",) else (1 / 1024 if path == ("file_bytes",) else 1)
+        ts = fmt.format(t * scale) if t is not None else "-"
+        ss = fmt.format(s * scale) if s is not None else "-"
+        ratio = f"{s / t:.3f}x" if t not in (None, 0) and s is not None else "-"
+        lines.append(f"| {label} | {ts} | {ss} | {ratio} |")
+    fid = metrics.get("student", {}).get("fidelity")
+    if fid:
+        lines.append(f"| fidelity to teacher (PSNR dB) | - | {fid['psnr_db']:.2f} | - |")
+    return "\n".join(lines)
+
+
+def to_pil(images: torch.Tensor, nrow: int = 8) -> Image.Image:
+    grid = make_grid(images.float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=nrow, padding=2, pad_value=1.0)
+    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 or (arr[:, :, 0] == arr[:, :, 1]).all() else arr)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_pil(images, nrow).save(path)
+    return path
+
+
+def save_side_by_side(panels: dict[str, torch.Tensor], path: Path, nrow: int = 8) -> Path:
+    """Grids side by side (e.g. teacher | student from the same seeds), a blank gutter between."""
+    grids = [to_pil(x, nrow).convert("RGB") for x in panels.values()]
+    gap = 12
+    w = sum(g.width for g in grids) + gap * (len(grids) - 1)
+    canvas = Image.new("RGB", (w, max(g.height for g in grids)), "white")
+    x = 0
+    for g in grids:
+        canvas.paste(g, (x, 0))
+        x += g.width + gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

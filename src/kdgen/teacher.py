@@ -1,0 +1,45 @@
+"""Frozen wrappers: the teacher (and any fixed feature net) is visibly frozen.
+
+`requires_grad_(False)`, held in eval() even when the owning method is put in train(), and run
+under torch.no_grad(). Trainer checkpoints skip Frozen sub-modules: they are inputs, not state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import KdgenError
+from .io import load_model, resolve_path
+
+
+class Frozen(nn.Module):
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Frozen":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def load_teacher(path: str | Path) -> nn.Module:
+    """A kdgen generator folder (or builtin:NAME) as a module with `kdgen_meta`, eval mode, frozen."""
+    folder = resolve_path(path)
+    if not folder.exists():
+        raise KdgenError(
+            f"teacher '{folder}' does not exist; set teacher.path to a kdgen model folder (e.g. the "
+            "'teacher' folder written by kdgen train-teacher) or builtin:gan-mnist5k"
+        )
+    return load_model(folder).requires_grad_(False)
+
+
+def teacher_discriminator_path(path: str | Path) -> Path | None:
+    """The discriminator shipped beside a GAN teacher (`<teacher>/discriminator/`), if any."""
+    d = resolve_path(path) / "discriminator"
+    return d if (d / "model.json").exists() else None

@@ -1,0 +1,191 @@
+"""The method-agnostic Trainer, on accelerate: the same loop on one CPU, one GPU, or many (torchrun / accelerate launch).
+
+It knows nothing about GANs, diffusion or classifiers: it loops `for phase in method.phases`,
+calls `method(batch, phase)`, backpropagates `StepOutput.loss` and steps that phase's optimizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import KdgenError
+from .io import atomic_torch_save
+from .methods.base import DistillationMethod
+
+STATE_FILE = "state/last.pt"
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (buffers copied): p_ema <- d p_ema + (1 - d) p."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for e, p in zip(self.module.parameters(), module.parameters()):
+            e.lerp_(p.detach(), 1.0 - self.decay)
+        for e, b in zip(self.module.buffers(), module.buffers()):
+            e.copy_(b)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    seconds: float
+    student: nn.Module  # the EMA student when EMA is on
+    logs: dict[str, float] = field(default_factory=dict)
+    resumed_from: int = 0
+
+
+class Trainer:
+    def __init__(
+        self, method: DistillationMethod, dataset: torch.utils.data.Dataset, *, out_dir: str | Path,
+        steps: int, lr: float, d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.999),
+        batch_size: int = 64, ema: float = 0.999, grad_clip: float = 1.0, checkpoint_every: int = 250,
+        log_every: int = 25, sample_every: int = 250, seed: int = 0, workers: int = 0,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.out = Path(out_dir)
+        self.steps, self.grad_clip, self.ema_decay = steps, grad_clip, ema
+        self.checkpoint_every, self.log_every, self.sample_every = checkpoint_every, log_every, sample_every
+        self.acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        torch.manual_seed(seed + self.acc.process_index)
+        if len(dataset) < batch_size:
+            raise KdgenError(f"the dataset has {len(dataset)} images, fewer than data.batch_size={batch_size}; lower the batch size")
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.phases = method.phases
+        optimizers = [
+            torch.optim.Adam(list(method.trainable(p)), lr=(d_lr or lr) if p == "discriminator" else lr, betas=tuple(betas))
+            for p in self.phases
+        ]
+        self.method, self.loader, *self.optimizers = self.acc.prepare(method, loader, *optimizers)
+        self.ema = EMA(self._unwrapped.student, ema) if ema > 0 else None
+
+    @property
+    def _unwrapped(self) -> DistillationMethod:
+        return self.acc.unwrap_model(self.method)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_state(self, step: int) -> None:
+        if not self.acc.is_main_process:
+            return
+        state = {
+            "step": step,
+            "method": self._unwrapped.checkpoint_state(),
+            "ema": self.ema.module.state_dict() if self.ema else None,
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "rng": torch.get_rng_state(),
+        }
+        atomic_torch_save(state, self.out / STATE_FILE)
+
+    def load_state(self) -> int:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            raise KdgenError(f"--resume found no checkpoint at '{path}'; start without --resume")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self._unwrapped.load_checkpoint_state(state["method"])
+            for o, s in zip(self.optimizers, state["optimizers"]):
+                o.load_state_dict(s)
+        except (RuntimeError, KeyError, EOFError) as e:
+            raise KdgenError(f"checkpoint '{path}' does not fit this run ({str(e).splitlines()[0]}); resume with the config that wrote it") from None
+        if self.ema and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"])
+        return int(state["step"])
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        start = self.load_state() if resume else 0
+        if start >= self.steps:
+            return TrainResult(start, 0.0, self._student(), {}, resumed_from=start)
+        writer = self._writer()
+        bar = tqdm(total=self.steps, initial=start, disable=not self.acc.is_main_process, dynamic_ncols=True, desc="train")
+        batches = self._batches(start)
+        logs: dict[str, float] = {}
+        last_good = start
+        t0 = time.perf_counter()
+        self.method.train()
+        for step in range(start + 1, self.steps + 1):
+            batch = next(batches)
+            # 1. one forward/backward/step per phase (e.g. discriminator, then student)
+            logs = {}
+            for phase, opt in zip(self.phases, self.optimizers):
+                out = self.method(batch, phase)
+                # 2. a non-finite loss stops the run; the last good checkpoint stays
+                if not torch.isfinite(out.loss):
+                    bar.close()
+                    raise KdgenError(
+                        f"the {phase} loss became {out.loss.item()} at step {step} ({_fmt(out.logs)}); the last good "
+                        f"checkpoint (step {last_good}) is kept in {self.out / 'state'}; lower train.lr or a method weight"
+                    )
+                opt.zero_grad(set_to_none=True)
+                self.acc.backward(out.loss)
+                if self.grad_clip > 0:
+                    self.acc.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.grad_clip)
+                opt.step()
+                logs.update(out.logs)
+            # 3. EMA, logs, samples, checkpoints
+            if self.ema:
+                self.ema.update(self._unwrapped.student)
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items() if k.startswith("loss/")}, refresh=False)
+            if writer and step % self.log_every == 0:
+                for k, v in logs.items():
+                    writer.add_scalar(k, v, step)
+            if writer and step % self.sample_every == 0:
+                self._write_samples(writer, step)
+            if step % self.checkpoint_every == 0 or step == self.steps:
+                self.save_state(step)
+                last_good = step
+        bar.close()
+        if writer:
+            writer.close()
+        self.acc.wait_for_everyone()
+        return TrainResult(self.steps, time.perf_counter() - t0, self._student(), logs, resumed_from=start)
+
+    def _student(self) -> nn.Module:
+        return (self.ema.module if self.ema else self._unwrapped.student).eval()
+
+    def _batches(self, start: int):
+        per_epoch = len(self.loader)
+        epoch, skip = divmod(start, per_epoch)
+        while True:
+            loader = self.acc.skip_first_batches(self.loader, skip) if skip else self.loader
+            for batch in loader:
+                yield batch
+            epoch, skip = epoch + 1, 0
+
+    def _writer(self):
+        if not self.acc.is_main_process:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out / "tb"))
+
+    def _write_samples(self, writer, step: int) -> None:
+        from torchvision.utils import make_grid
+
+        images = self._unwrapped.preview(16, module=self._student())
+        if images is not None:
+            writer.add_image("samples/student", make_grid(images.float().cpu() * 0.5 + 0.5, nrow=4), step)
+
+
+def _fmt(logs: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if not math.isfinite(v)) or "all parts finite"

@@ -1,0 +1,32 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory):
+    """A small random DCGAN teacher (base width 8) saved as a kdgen folder with its discriminator."""
+    from kdgen.io import build_model, save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("teacher") / "teacher"
+    args = {"z_dim": 16, "image_size": 28, "channels": 1, "base_width": 8, "width": 1.0}
+    g = build_model("dcgan-generator", args)
+    save_model(g, folder, family="dcgan-generator", args=args)
+    d_args = {"image_size": 28, "channels": 1, "base_width": 8, "width": 1.0}
+    save_model(build_model("dcgan-discriminator", d_args), folder / "discriminator", family="dcgan-discriminator", args=d_args)
+    return folder
+
+
+def tiny_overrides(teacher, out, steps=3, **extra):
+    """key=value overrides that make a distill run take seconds."""
+    items = {
+        "teacher.path": str(teacher), "out": str(out), "train.steps": steps, "train.checkpoint_every": 2,
+        "train.log_every": 1, "train.sample_every": 2, "data.batch_size": 16, "eval.num_samples": 64,
+        "eval.batch_size": 64, "eval.latency_repeats": 2, **extra,
+    }
+    return [f"{k}={v}" for k, v in items.items()]

@@ -1,0 +1,154 @@
+"""The CLI as a user runs it: tiny teacher, a few steps, the run-folder contract, resume, and every user error."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from kdgen.cli import main
+from kdgen.io import load_model
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["kdgen", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdgen.cli", "distill", "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, out, steps=4)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, proc.stdout
+
+
+def test_distill_writes_the_run_folder_contract(tiny_run):
+    out, stdout = tiny_run
+    assert "| FID |" in stdout and f"run folder: {out}" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for who in ("teacher", "student"):
+        m = metrics[who]
+        assert {"fid", "kid", "params", "macs", "latency_ms", "file_bytes"} <= set(m)
+        assert set(m["latency_ms"]) == {"b1", "b64"} and m["latency_ms"]["b1"] > 0
+    assert metrics["student"]["macs"] < metrics["teacher"]["macs"] / 2
+    p = metrics["protocol"]
+    assert p["reference_count"] == 500 and p["generated_count"] == 64 and p["seeds"] == [0] and len(p["feature_net"]["sha256"]) == 64
+    assert (out / "config.yaml").is_file() and (out / "samples" / "teacher_vs_student.png").is_file()
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    student = load_model(out / "student")
+    assert student(torch.randn(2, 16)).shape == (2, 1, 28, 28)
+
+
+def test_resume_continues_from_the_saved_step(tiny_run, tiny_teacher, monkeypatch, capsys):
+    out, _ = tiny_run
+    before = torch.load(out / "state" / "last.pt", weights_only=True)["step"]
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
+                           *tiny_overrides(tiny_teacher, out, steps=6, **{"eval.enabled": "false"}), "--resume")
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert before == 4 and metrics["train"]["resumed_from"] == 4 and metrics["train"]["steps"] == 6
+    assert torch.load(out / "state" / "last.pt", weights_only=True)["step"] == 6
+
+
+def test_demo_command_runs_the_builtin_recipe_at_tiny_size(tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "demo", "--out", tmp_path / "demo", "train.steps=2", "data.batch_size=16",
+                             "eval.num_samples=64", "eval.latency_repeats=2", "train.sample_every=1")
+    assert code == 0, err
+    assert "| MACs / image |" in out and (tmp_path / "demo" / "student" / "model.safetensors").is_file()
+    m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert m["teacher"]["macs"] / m["student"]["macs"] >= 14  # width 0.25 of the shipped teacher
+
+
+def _pickled_teacher(tmp_path, tiny_teacher):
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_teacher, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "weights": "model.pt"}))
+    torch.save({"w": torch.nn.Linear(2, 2)}, folder / "model.pt")  # a pickled module, not a state dict
+    return folder
+
+
+def _odd_format_teacher(tmp_path, tiny_teacher):
+    import shutil
+
+    folder = tmp_path / "odd"
+    shutil.copytree(tiny_teacher, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "weights": "model.bin"}))
+    (folder / "model.bin").write_bytes(b"\x00" * 16)
+    return folder
+
+
+BAD = {
+    "unknown dataset": (["data.name=mnist6k"], r"unknown dataset 'mnist6k'.*choose one of"),
+    "unknown method": (["methods.magic.weight=1"], r"unknown method 'magic'.*choose one of: adversarial, feature"),
+    "missing teacher": (["teacher.path=/nonexistent/teacher"], r"teacher '/nonexistent/teacher' does not exist"),
+    "pickle as weights": ("pickled", r"holds pickled objects.*never unpickles"),
+    "unknown file format": ("odd", r"unknown weight format '.bin'"),
+    "image size mismatch": (["data.image_size=32"], r"data.image_size=32 does not match the model's image_size 28"),
+    "channel mismatch": (["data.channels=3"], r"data.channels=3 does not match the model's channels 1"),
+    "unknown layer": (["methods.feature.layers=[blocks.9]"], r"no layer 'blocks.9'; nearest real names"),
+    "negative rate": (["train.lr=-0.1"], r"'train.lr' must be > 0"),
+    "non-numeric weight": (["methods.output.weight=lots"], r"'methods.output.weight' must be float"),
+    "negative weight": (["methods.adversarial.weight=-1"], r"'methods.adversarial.weight' must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_user_errors_are_one_sentence_exit_2_and_lose_nothing(case, tiny_teacher, tmp_path, monkeypatch, capsys):
+    extra, pattern = BAD[case]
+    teacher = tiny_teacher
+    if extra == "pickled":
+        teacher, extra = _pickled_teacher(tmp_path, tiny_teacher), []
+    elif extra == "odd":
+        teacher, extra = _odd_format_teacher(tmp_path, tiny_teacher), []
+    out = tmp_path / "run"
+    (out / "state").mkdir(parents=True)
+    (out / "state" / "last.pt").write_bytes(b"earlier checkpoint")
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
+                           *tiny_overrides(teacher, out), *extra)
+    import re
+
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(pattern, err), err
+    assert (out / "state" / "last.pt").read_bytes() == b"earlier checkpoint"
+
+
+@pytest.mark.parametrize("command", ["demo", "distill", "train-teacher", "train-features", "evaluate", "methods"])
+def test_every_command_has_help(command, monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, command, "--help")
+    assert code == 0 and "Usage" in out
+
+
+def test_methods_lists_one_line_each(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "methods")
+    lines = out.strip().splitlines()
+    assert code == 0 and [line.split()[0] for line in lines] == ["adversarial", "feature", "output", "perceptual"]
+
+
+def test_evaluate_remeasures_a_run_and_keeps_training_record(tiny_run, monkeypatch, capsys):
+    out, _ = tiny_run
+    code, stdout, err = run_cli(monkeypatch, capsys, "evaluate", out)
+    assert code == 0, err and "| FID |" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "train" in metrics and metrics["student"]["fid"] > 0
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path)
+    assert code == 2 and "not a kdgen run folder" in err

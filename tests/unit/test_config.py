@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdgen.config import RunConfig, load_config
+from kdgen.errors import KdgenError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_recipe_equals_builtin_defaults():
+    assert load_config(ROOT / "configs/gan/mnist5k-demo.yaml").to_dict() == RunConfig().to_dict()
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(recipe):
+    assert load_config(recipe).task in ("distill", "train-teacher", "train-features")
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["train.steps=12", "student.width=0.5", "eval.seeds=[0,1]", "methods.output.distance=l2"])
+    assert cfg.train.steps == 12 and cfg.student.width == 0.5 and cfg.eval.seeds == [0, 1]
+    assert cfg.methods["output"]["distance"] == "l2"
+
+
+def test_method_removed_by_null_override():
+    cfg = load_config(None, ["methods.adversarial=null"])
+    assert "adversarial" not in cfg.methods and "output" in cfg.methods
+
+
+def test_unknown_key_names_key_and_valid_keys():
+    with pytest.raises(KdgenError, match=r"unknown config key 'train.stepz' \(did you mean 'steps'\?\); valid keys in train are: steps"):
+        load_config(None, ["train.stepz=3"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=-1", r"'train.lr' must be > 0, got -1"),
+        ("train.lr=fast", r"'train.lr' must be float"),
+        ("student.width=2", r"'student.width' must be <= 1"),
+        ("student.init=magic", r"'student.init' must be one of 'random', 'prune'"),
+        ("methods.output.weight=-0.5", r"'methods.output.weight' must be >= 0"),
+        ("methods.output.weight=heavy", r"'methods.output.weight' must be float"),
+        ("methods.output.distance=l7", r"'methods.output.distance' must be one of 'l1', 'l2'"),
+        ("methods.magic.weight=1", r"unknown method 'magic'; choose one of: adversarial, feature, output, perceptual"),
+        ("train.betas=[0.5]", r"'train.betas' must be two numbers"),
+        ("train.steps", r"not of the form key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(KdgenError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(KdgenError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(KdgenError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["train.steps=7", "methods.feature=null"])
+    cfg.save(tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["steps"] == 7
+    assert load_config(tmp_path / "config.yaml") == cfg

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+from scipy import linalg
+
+from kdgen.data import load_dataset
+from kdgen.evaluate import QualityMetric, latency_ms, load_feature_extractor, macs_per_image, psnr
+from kdgen.sampling import GeneratorSampler
+
+
+@pytest.fixture(scope="module")
+def setup():
+    extractor, info = load_feature_extractor("builtin:featnet-mnist5k", channels=1)
+    real = load_dataset("mnist5k", split="test").images
+    return extractor, real, QualityMetric(extractor, real)
+
+
+def test_fid_of_a_set_against_itself_is_zero(setup):
+    _, real, metric = setup
+    r = metric.score(real)
+    other = metric.score(load_dataset("mnist5k", split="train").images[:500])
+    assert abs(r["fid"]) < 1e-3 and abs(r["fid"]) < 1e-4 * other["fid"]
+    assert abs(r["kid"]) < 0.1 * other["kid"]  # the unbiased KID estimate of a set vs itself is ~0 +- noise
+
+
+def test_fid_and_kid_grow_with_corruption(setup):
+    _, _, metric = setup
+    train = load_dataset("mnist5k", split="train").images[:1000]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(train.shape, generator=g)
+    scores = [metric.score((train + s * noise).clamp(-1, 1)) for s in (0.0, 0.2, 0.5, 1.0)]
+    fids, kids = [s["fid"] for s in scores], [s["kid"] for s in scores]
+    assert fids == sorted(fids) and fids[-1] > 5 * fids[0]
+    assert kids == sorted(kids)
+
+
+def test_fid_equals_closed_form_frechet_distance(setup):
+    extractor, real, metric = setup
+    fake = load_dataset("mnist5k", split="train").images[:800]
+    with torch.no_grad():
+        a, b = extractor(real).double().numpy(), extractor(fake).double().numpy()
+    mu1, mu2 = a.mean(0), b.mean(0)
+    c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(c1 @ c2).real
+    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
+    assert metric.score(fake)["fid"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_psnr_by_hand():
+    a = torch.zeros(1, 1, 2, 2)
+    b = torch.full((1, 1, 2, 2), 0.2)  # mse 0.04 -> 10 log10(4 / 0.04) = 20 dB
+    assert psnr(a, b).item() == pytest.approx(20.0)
+
+
+def test_macs_by_hand_and_latency_positive():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1, bias=False))  # 2*3*9 MACs per pixel
+    sampler = GeneratorSampler(conv, z_dim=2)
+    sampler.example_input = lambda n: torch.zeros(n, 2, 5, 5)
+    assert macs_per_image(sampler) == 2 * 3 * 9 * 25
+    assert latency_ms(sampler, batch=2, repeats=2, warmup=1) > 0
+
+
+def test_same_seed_same_samples(tiny_teacher):
+    from kdgen.io import load_model
+
+    s = GeneratorSampler(load_model(tiny_teacher), z_dim=16)
+    assert torch.equal(s.sample(10, seed=3), s.sample(10, seed=3))
+    assert not torch.equal(s.sample(10, seed=3), s.sample(10, seed=4))

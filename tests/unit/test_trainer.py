@@ -1,0 +1,87 @@
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from kdgen.data import TensorImageDataset
+from kdgen.errors import KdgenError
+from kdgen.io import atomic_torch_save
+from kdgen.methods.base import DistillationMethod, StepOutput
+from kdgen.train import STATE_FILE, Trainer
+
+
+class Regress(DistillationMethod):
+    """Fit a linear map; after `nan_after` calls the loss turns NaN (a run that blows up)."""
+
+    def __init__(self, nan_after: int | None = None):
+        super().__init__()
+        self.student = nn.Linear(4, 1)
+        self.nan_after, self.calls = nan_after, 0
+
+    def trainable(self, phase):
+        return self.student.parameters()
+
+    def forward(self, batch, phase):
+        self.calls += 1
+        x = batch["image"].flatten(1)
+        loss = (self.student(x).squeeze(1) - x.sum(1)).pow(2).mean()
+        if self.nan_after is not None and self.calls > self.nan_after:
+            loss = loss * float("nan")
+        return StepOutput(loss, {"loss/mse": loss.item()})
+
+
+def _data():
+    return TensorImageDataset(torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0)))
+
+
+def _trainer(method, out, steps):
+    return Trainer(method, _data(), out_dir=out, steps=steps, lr=0.05, batch_size=8, ema=0.9, checkpoint_every=2, log_every=1, sample_every=100)
+
+
+def test_loss_falls_and_tensorboard_is_written(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = _trainer(Regress(), tmp_path, 40).fit()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    values = [e.value for e in acc.Scalars("loss/mse")]
+    assert len(values) == 40 and values[-1] < 0.1 * values[0]
+    assert result.step == 40 and (tmp_path / STATE_FILE).is_file()
+
+
+def test_nan_loss_stops_with_a_sentence_and_keeps_last_checkpoint(tmp_path):
+    with pytest.raises(KdgenError, match=r"loss became nan at step 6 .*last good checkpoint \(step 4\)"):
+        _trainer(Regress(nan_after=5), tmp_path, 20).fit()
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["method"].values())
+
+
+def test_resume_continues_from_the_saved_step(tmp_path):
+    _trainer(Regress(), tmp_path, 6).fit()
+    saved = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    method = Regress()
+    trainer = _trainer(method, tmp_path, 10)
+    result = trainer.fit(resume=True)
+    assert result.resumed_from == 6 and result.step == 10 and method.calls == 4
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 10
+    assert saved["step"] == 6
+
+
+def test_resume_without_checkpoint_is_a_sentence(tmp_path):
+    with pytest.raises(KdgenError, match="no checkpoint"):
+        _trainer(Regress(), tmp_path, 4).fit(resume=True)
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "state" / "last.pt"
+    atomic_torch_save({"step": 1}, path)
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        atomic_torch_save({"step": 2}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
