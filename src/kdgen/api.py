@@ -98,6 +98,8 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_dim=z_dim)
     # 3. train, save the (EMA) student
     trained = _trainer(method, dataset, cfg, out).fit(resume=resume)
+    if not trained.is_main:
+        return Result(out)
     save_model(trained.student, out / "student", family=teacher.kdgen_meta["family"], args=student_args)
     # 4. measure teacher and student the same way
     metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from}}
@@ -142,9 +144,9 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
 
 def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, str]:
     """The held-out real images FID is measured against (a folder has no split: all of it)."""
-    split = "train" if cfg.data.name.startswith("folder:") else "test"
-    ds = _data(cfg, image_size=size, channels=ch, split=split)
-    return stack_images(ds), f"{cfg.data.name} {split} split"
+    if cfg.data.name.startswith("folder:"):
+        return stack_images(_data(cfg, image_size=size, channels=ch)), f"all of {cfg.data.name} (a folder has no held-out split)"
+    return stack_images(_data(cfg, image_size=size, channels=ch, split="test")), f"{cfg.data.name} test split"
 
 
 def evaluate(run: str | Path) -> Result:
@@ -183,8 +185,10 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     dataset = _data(cfg, image_size=args["image_size"], channels=args["channels"])
     out = _prepare_out(cfg, resume)
     trained = _trainer(method, dataset, cfg, out).fit(resume=resume)
+    if not trained.is_main:
+        return Result(out)
     folder = save_model(trained.student, out / "teacher", family="dcgan-generator", args=args,
-                        extra={"trained_on": cfg.data.name, "steps": trained.step})
+                        extra={"trained_on": cfg.data.name, "steps": trained.step, "train_seconds": round(trained.seconds, 1)})
     save_model(adv.discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
     save_grid(method.preview(16, module=trained.student), out / "samples" / "teacher.png", nrow=4)
     metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step}}
@@ -209,6 +213,8 @@ def train_features(config: Any = None, overrides: list[str] | None = None, *, re
     net = build_model("featnet", args)
     out = _prepare_out(cfg, resume)
     trained = _trainer(SupervisedClassifier(net), train, cfg, out).fit(resume=resume)
+    if not trained.is_main:
+        return Result(out)
     acc = classifier_accuracy(trained.student, test.images, test.labels)
     save_model(trained.student, out / "featnet", family="featnet", args=args,
                extra={"trained_on": name, "image_size": size, "test_accuracy": acc})

@@ -44,6 +44,7 @@ class TrainResult:
     student: nn.Module  # the EMA student when EMA is on
     logs: dict[str, float] = field(default_factory=dict)
     resumed_from: int = 0
+    is_main: bool = True  # only the main process saves models and evaluates
 
 
 class Trainer:
@@ -114,7 +115,7 @@ class Trainer:
 
         start = self.load_state() if resume else 0
         if start >= self.steps:
-            return TrainResult(start, 0.0, self._student(), {}, resumed_from=start)
+            return TrainResult(start, 0.0, self._student(), {}, resumed_from=start, is_main=self.acc.is_main_process)
         writer = self._writer()
         bar = tqdm(total=self.steps, initial=start, disable=not self.acc.is_main_process, dynamic_ncols=True, desc="train")
         batches = self._batches(start)
@@ -158,7 +159,8 @@ class Trainer:
         if writer:
             writer.close()
         self.acc.wait_for_everyone()
-        return TrainResult(self.steps, time.perf_counter() - t0, self._student(), logs, resumed_from=start)
+        return TrainResult(self.steps, time.perf_counter() - t0, self._student(), logs, resumed_from=start,
+                           is_main=self.acc.is_main_process)
 
     def _student(self) -> nn.Module:
         return (self.ema.module if self.ema else self._unwrapped.student).eval()

@@ -33,3 +33,36 @@ def test_train_features_reports_accuracy(tmp_path, monkeypatch, capsys):
 def test_recipe_for_another_task_is_refused(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-teacher.yaml", f"out={tmp_path}")
     assert code == 2 and "run `kdgen train-teacher` with it" in err
+
+
+def test_two_process_torchrun_distill(tiny_teacher, tmp_path):
+    """The same trainer under torchrun (gloo, 2 CPU processes): both ranks train, rank 0 saves."""
+    import subprocess
+
+    from conftest import tiny_overrides
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kdgen.cli", "distill",
+           "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, out, steps=4, **{"eval.enabled": "false"})]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["train"]["steps"] == 4
+    assert load_model(out / "student") is not None
+
+
+def test_distill_on_a_folder_of_images(tiny_teacher, tmp_path, monkeypatch, capsys):
+    """folder:PATH data is resized to the teacher's 28x28 grey images; FID then uses the whole folder."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import tiny_overrides
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "sub" / f"{i}.png")
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
+                           *tiny_overrides(tiny_teacher, tmp_path / "run", steps=2), f"data.name=folder:{tmp_path / 'imgs'}")
+    assert code == 0, err
+    p = json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"]
+    assert p["reference_count"] == 40 and "no held-out split" in p["reference"]
