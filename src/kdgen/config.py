@@ -56,7 +56,7 @@ class StudentConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = field(default=1500, metadata=_check(gt=0))
+    steps: int = field(default=1200, metadata=_check(gt=0))
     lr: float = field(default=1e-3, metadata=_check(gt=0))
     d_lr: float | None = field(default=None, metadata=_check(gt=0))  # discriminator; None: lr
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])

@@ -23,16 +23,22 @@ STATE_FILE = "state/last.pt"
 
 
 class EMA:
-    """Exponential moving average of a module's parameters (buffers copied): p_ema <- d p_ema + (1 - d) p."""
+    """Exponential moving average of a module's parameters (buffers copied): p_ema <- d_t p_ema + (1 - d_t) p.
+
+    d_t = min(decay, (1 + t) / (10 + t)) warms up, so early steps do not leave the initial weights
+    in the average (with a flat 0.999, 22% of the starting point would remain after 1,500 steps).
+    """
 
     def __init__(self, module: nn.Module, decay: float):
-        self.decay = decay
+        self.decay, self.updates = decay, 0
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for e, p in zip(self.module.parameters(), module.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.decay)
+            e.lerp_(p.detach(), 1.0 - d)
         for e, b in zip(self.module.buffers(), module.buffers()):
             e.copy_(b)
 
@@ -88,6 +94,7 @@ class Trainer:
             "step": step,
             "method": self._unwrapped.checkpoint_state(),
             "ema": self.ema.module.state_dict() if self.ema else None,
+            "ema_updates": self.ema.updates if self.ema else 0,
             "optimizers": [o.state_dict() for o in self.optimizers],
             "rng": torch.get_rng_state(),
         }
@@ -106,6 +113,7 @@ class Trainer:
             raise KdgenError(f"checkpoint '{path}' does not fit this run ({str(e).splitlines()[0]}); resume with the config that wrote it") from None
         if self.ema and state.get("ema") is not None:
             self.ema.module.load_state_dict(state["ema"])
+            self.ema.updates = int(state.get("ema_updates", state["step"]))
         torch.set_rng_state(state["rng"])
         return int(state["step"])
 

@@ -63,3 +63,13 @@ def test_torchvision_dataset_offline_is_one_sentence(tmp_path):
         assert "must be downloaded" in str(e) and "mnist5k" in str(e)
     else:
         pytest.skip("this machine has internet: the download worked")
+
+
+def test_stack_images_limit_is_a_fair_sample():
+    from kdgen.data import stack_images
+
+    train = load_dataset("mnist5k", split="train")  # stored sorted by digit
+    sample = stack_images(train, 1000)
+    labels = {int(train.labels[(train.images == img).flatten(1).all(1)][0]) for img in sample[:200]}
+    assert len(sample) == 1000 and len(labels) == 10
+    assert torch.equal(sample, stack_images(train, 1000))  # seeded

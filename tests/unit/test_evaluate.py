@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy import linalg
 
-from kdgen.data import load_dataset
+from kdgen.data import load_dataset, stack_images
 from kdgen.evaluate import QualityMetric, latency_ms, load_feature_extractor, macs_per_image, psnr
 from kdgen.sampling import GeneratorSampler
 
@@ -18,14 +18,15 @@ def setup():
 def test_fid_of_a_set_against_itself_is_zero(setup):
     _, real, metric = setup
     r = metric.score(real)
-    other = metric.score(load_dataset("mnist5k", split="train").images[:500])
-    assert abs(r["fid"]) < 1e-3 and abs(r["fid"]) < 1e-4 * other["fid"]
-    assert abs(r["kid"]) < 0.1 * other["kid"]  # the unbiased KID estimate of a set vs itself is ~0 +- noise
+    train = stack_images(load_dataset("mnist5k", split="train"), 500)
+    blurred = metric.score(torch.nn.functional.avg_pool2d(train, 3, 1, 1))
+    assert abs(r["fid"]) < 1e-3 < blurred["fid"]
+    assert abs(r["kid"]) < 0.05 * blurred["kid"]  # the unbiased KID estimate of a set vs itself is ~0 +- noise
 
 
 def test_fid_and_kid_grow_with_corruption(setup):
     _, _, metric = setup
-    train = load_dataset("mnist5k", split="train").images[:1000]
+    train = stack_images(load_dataset("mnist5k", split="train"), 1000)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(train.shape, generator=g)
     scores = [metric.score((train + s * noise).clamp(-1, 1)) for s in (0.0, 0.2, 0.5, 1.0)]
@@ -36,7 +37,7 @@ def test_fid_and_kid_grow_with_corruption(setup):
 
 def test_fid_equals_closed_form_frechet_distance(setup):
     extractor, real, metric = setup
-    fake = load_dataset("mnist5k", split="train").images[:800]
+    fake = stack_images(load_dataset("mnist5k", split="train"), 800)
     with torch.no_grad():
         a, b = extractor(real).double().numpy(), extractor(fake).double().numpy()
     mu1, mu2 = a.mean(0), b.mean(0)

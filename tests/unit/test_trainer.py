@@ -85,3 +85,19 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         atomic_torch_save({"step": 2}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_ema_warms_up_then_averages():
+    from kdgen.train import EMA
+
+    live = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        live.weight.fill_(0.0)
+    ema = EMA(live, decay=0.999)
+    with torch.no_grad():
+        live.weight.fill_(1.0)
+    for _ in range(200):
+        ema.update(live)
+    # a flat 0.999 would still hold 0.999**200 = 82% of the start; the warm-up forgets it
+    assert ema.module.weight.item() > 0.9
+    assert ema.updates == 200

@@ -81,9 +81,11 @@ def load_dataset(
     return TensorImageDataset(images, labels)
 
 
-def stack_images(dataset: torch.utils.data.Dataset, limit: int | None = None) -> torch.Tensor:
-    """All (or the first `limit`) images of a dataset as one tensor."""
+def stack_images(dataset: torch.utils.data.Dataset, limit: int | None = None, seed: int = 0) -> torch.Tensor:
+    """All images of a dataset as one tensor, or `limit` of them drawn without replacement (seeded:
+    datasets are often sorted by class, so the first `limit` would not be a fair sample)."""
+    n = len(dataset)
+    idx = torch.arange(n) if limit is None or limit >= n else torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit]
     if isinstance(dataset, TensorImageDataset):
-        return dataset.images[:limit]
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    return torch.stack([dataset[i]["image"] for i in range(n)])
+        return dataset.images[idx]
+    return torch.stack([dataset[int(i)]["image"] for i in idx])

@@ -34,6 +34,7 @@ class GeneratorDistiller(DistillationMethod):
         self.phases = tuple(p for p in ("discriminator", "student") if any(p in t.phases for t in terms.values()))
         self._student_layers = sorted({n for t in terms.values() for n in t.student_layers})
         self._teacher_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
+        self._uses_teacher = any(t.needs_teacher for t in terms.values())
         self._preview_z = torch.randn(16, z_dim, generator=torch.Generator().manual_seed(1234))
 
     def trainable(self, phase: str) -> Iterable[nn.Parameter]:
@@ -49,7 +50,7 @@ class GeneratorDistiller(DistillationMethod):
             return self._discriminator_step(real, z)
         b = GenBatch(z=z, real=real)
         # 1. teacher targets (frozen, no grad), with its taps
-        if self.teacher is not None:
+        if self.teacher is not None and self._uses_teacher:
             with FeatureTaps(self.teacher.module, self._teacher_layers, role="teacher") as taps:
                 b.teacher_images = self.teacher(z)
             b.teacher_feats = taps.outputs
