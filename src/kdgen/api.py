@@ -68,6 +68,8 @@ def _trainer(method, dataset, cfg: RunConfig, out: Path) -> Trainer:
 
 
 def _prepare_out(cfg: RunConfig, resume: bool) -> Path:
+    """Create the run folder and save the resolved config; called only once everything is built,
+    so a recipe that fails to build never overwrites an existing run's config.yaml."""
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "config.yaml"
@@ -80,6 +82,25 @@ def _prepare_out(cfg: RunConfig, resume: bool) -> Path:
     return out
 
 
+def _train(method, dataset, cfg: RunConfig, resume: bool):
+    out = _prepare_out(cfg, resume)
+    return out, _trainer(method, dataset, cfg, out).fit(resume=resume)
+
+
+def _write_metrics(out: Path, metrics: dict) -> None:
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+def _train_record(trained) -> dict:
+    return {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from}
+
+
+def generator_shape(model: nn.Module) -> tuple[int, int, int]:
+    """(image_size, channels, z_dim) from a generator's model.json args."""
+    args = model.kdgen_meta["args"]
+    return args.get("image_size", 28), args.get("channels", 1), args.get("z_dim", 100)
+
+
 # --------------------------------------------------------------------------- distill
 
 
@@ -88,39 +109,35 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     cfg = _config(config, overrides, "distill")
     # 1. teacher, data at the teacher's shape, student from the teacher's config
     teacher = load_teacher(cfg.teacher.path)
-    args = teacher.kdgen_meta["args"]
-    size, ch, z_dim = args.get("image_size", 28), args.get("channels", 1), args.get("z_dim", 100)
+    size, ch, z_dim = generator_shape(teacher)
     dataset = _data(cfg, image_size=size, channels=ch)
-    out = _prepare_out(cfg, resume)
     student, student_args = build_student(teacher, width=cfg.student.width, init=cfg.student.init, seed=cfg.train.seed)
     # 2. the method: a weighted mix of registered loss terms
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=size, channels=ch, z_dim=z_dim)
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_dim=z_dim)
     # 3. train, save the (EMA) student
-    trained = _trainer(method, dataset, cfg, out).fit(resume=resume)
+    out, trained = _train(method, dataset, cfg, resume)
     if not trained.is_main:
         return Result(out)
     save_model(trained.student, out / "student", family=teacher.kdgen_meta["family"], args=student_args)
     # 4. measure teacher and student the same way
-    metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from}}
+    metrics = {"train": _train_record(trained)}
     if cfg.eval.enabled:
-        metrics.update(evaluate_pair(cfg, teacher=teacher, student=trained.student, out=out, z_dim=z_dim))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        metrics.update(evaluate_pair(cfg, teacher=teacher, student=trained.student, out=out))
+    _write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)
 
 
-def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, z_dim: int) -> dict:
+def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path) -> dict:
     """Teacher and student measured by the same code on the same seeds; writes samples/, returns the metrics."""
-    ch = teacher.kdgen_meta["args"].get("channels", 1)
-    size = teacher.kdgen_meta["args"].get("image_size", 28)
+    size, ch, z_dim = generator_shape(teacher)
     e = cfg.eval
     samplers = {"teacher": GeneratorSampler(teacher, z_dim=z_dim, batch_size=e.batch_size),
                 "student": GeneratorSampler(student, z_dim=z_dim, batch_size=e.batch_size)}
     extractor, feat_info = load_feature_extractor(e.features, channels=ch)
     real, ref_name = reference_images(cfg, size, ch)
     metric = QualityMetric(extractor, real, batch_size=e.batch_size)
-    teacher_file = resolve_path(cfg.teacher.path) / "model.safetensors"
-    files = {"teacher": teacher_file, "student": out / "student" / "model.safetensors"}
+    files = {"teacher": resolve_path(cfg.teacher.path) / "model.safetensors", "student": out / "student" / "model.safetensors"}
     metrics: dict[str, Any] = {}
     for name, sampler in samplers.items():
         t0 = time.perf_counter()
@@ -128,18 +145,36 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
                          **measure_cost(sampler, weights=files[name], repeats=e.latency_repeats)}
         metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
     metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], extractor, n=min(e.num_samples, 500), seed=e.seeds[0])
-    train_real = stack_images(_data(cfg, image_size=size, channels=ch), e.num_samples)
-    floor = metric.score(train_real)
     metrics["protocol"] = {
         "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
         "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
-        "kid_subset_size": metric.kid.subset_size,
-        "real_train_vs_reference": {"fid": floor["fid"], "kid": floor["kid"], "count": len(train_real)},
+        "kid_subset_size": min(metric.kid_subset, len(real), e.num_samples),
+        "real_train_vs_reference": _floor(cfg, metric, size, ch, e.num_samples),
+        "caveats": _caveats(cfg),
     }
     panels = {k: s.sample(64, e.seeds[0]) for k, s in samplers.items()}
     save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
     save_grid(panels["student"], out / "samples" / "student.png")
     return metrics
+
+
+def _floor(cfg: RunConfig, metric: QualityMetric, size: int, ch: int, n: int) -> dict | None:
+    """FID/KID of real training images vs the reference: the best score this protocol allows."""
+    if cfg.data.name.startswith("folder:"):
+        return None  # a folder is both training data and reference: no independent real set
+    train_real = stack_images(_data(cfg, image_size=size, channels=ch), n)
+    floor = metric.score(train_real)
+    return {"fid": floor["fid"], "kid": floor["kid"], "count": len(train_real)}
+
+
+def _caveats(cfg: RunConfig) -> list[str]:
+    notes = []
+    perceptual = cfg.methods.get("perceptual")
+    if perceptual is not None and resolve_path(perceptual.get("features", "builtin:featnet-mnist5k")) == resolve_path(cfg.eval.features):
+        notes.append("the perceptual loss trained the student in the same feature space FID/KID are measured in")
+    if cfg.data.name.startswith("folder:"):
+        notes.append("folder data: the reference set is the training set (no held-out split)")
+    return notes
 
 
 def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, str]:
@@ -152,16 +187,16 @@ def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, 
 def evaluate(run: str | Path) -> Result:
     """Re-measure a distill run folder (its config.yaml, teacher and student); rewrites metrics.json."""
     out = Path(run).expanduser()
-    if not (out / "config.yaml").is_file():
-        raise KdgenError(f"'{out}' is not a kdgen run folder (no config.yaml); give the folder `kdgen distill` wrote")
+    if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
+        raise KdgenError(f"'{out}' is not a finished kdgen run folder (no config.yaml or student/); give the folder `kdgen distill` wrote")
     cfg = load_config(out / "config.yaml")
     teacher = load_teacher(cfg.teacher.path)
     student = load_model(out / "student")
-    metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out, z_dim=teacher.kdgen_meta["args"].get("z_dim", 100))
+    metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out)
     previous = out / "metrics.json"
     if previous.is_file():  # keep what training recorded
         metrics = {"train": json.loads(previous.read_text()).get("train", {}), **metrics}
-    atomic_write_text(previous, json.dumps(metrics, indent=2) + "\n")
+    _write_metrics(out, metrics)
     return Result(out, metrics, student)
 
 
@@ -174,25 +209,25 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     if cfg.model.family != "dcgan-generator":
         raise KdgenError(f"train-teacher builds GAN generators; model.family must be 'dcgan-generator', got '{cfg.model.family}'")
     args = {"z_dim": 100, "image_size": 28, "channels": 1, "base_width": 64, "width": 1.0, **cfg.model.args}
-    # 1. generator and a matching discriminator
+    # 1. generator and a matching discriminator, trained by the adversarial term alone
     torch.manual_seed(cfg.train.seed)
     generator = build_model("dcgan-generator", args)
     d_args = {k: args[k] for k in ("image_size", "channels", "base_width", "width")}
-    adv = AdversarialTerm(AdversarialTerm.Options(weight=1.0, init="random"), TermContext(student=generator, teacher=None))
-    adv.discriminator = build_model("dcgan-discriminator", d_args)
+    discriminator = build_model("dcgan-discriminator", d_args)
+    adv = AdversarialTerm(AdversarialTerm.Options(weight=1.0, init="random"), TermContext(student=generator, teacher=None),
+                          discriminator=discriminator)
     method = GeneratorDistiller(student=generator, teacher=None, terms={"adversarial": adv}, z_dim=args["z_dim"])
     # 2. data, train, save
     dataset = _data(cfg, image_size=args["image_size"], channels=args["channels"])
-    out = _prepare_out(cfg, resume)
-    trained = _trainer(method, dataset, cfg, out).fit(resume=resume)
+    out, trained = _train(method, dataset, cfg, resume)
     if not trained.is_main:
         return Result(out)
     folder = save_model(trained.student, out / "teacher", family="dcgan-generator", args=args,
                         extra={"trained_on": cfg.data.name, "steps": trained.step, "train_seconds": round(trained.seconds, 1)})
-    save_model(adv.discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
+    save_model(discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
     save_grid(method.preview(16, module=trained.student), out / "samples" / "teacher.png", nrow=4)
-    metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step}}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    metrics = {"train": _train_record(trained)}
+    _write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)
 
 
@@ -202,29 +237,32 @@ def train_features(config: Any = None, overrides: list[str] | None = None, *, re
     if cfg.model.family != "featnet":
         raise KdgenError(f"train-features builds feature nets; model.family must be 'featnet', got '{cfg.model.family}'")
     name = cfg.data.name
-    size, ch = native_shape(name) or (cfg.data.image_size, cfg.data.channels)
+    if name.startswith("folder:"):
+        raise KdgenError("train-features needs labelled data; a folder dataset has no labels - use mnist5k, digits, mnist, fashion-mnist or cifar10")
+    size, ch = native_shape(name) or (None, None)
     size, ch = cfg.data.image_size or size, cfg.data.channels or ch
+    given = cfg.model.args.get("channels")
+    if given is not None and given != ch:
+        raise KdgenError(f"model.args.channels={given} but the '{name}' images have {ch} channel(s); remove model.args.channels or set data.channels={given}")
     train = load_dataset(name, split="train", image_size=size, channels=ch, root=cfg.data.root)
     test = load_dataset(name, split="test", image_size=size, channels=ch, root=cfg.data.root)
-    if not hasattr(train, "labels") or train.labels is None:
-        raise KdgenError(f"dataset '{name}' has no labels; train-features needs a labelled dataset such as mnist5k")
-    args = {"channels": ch, "num_classes": int(train.labels.max()) + 1, **cfg.model.args}
+    args = {**cfg.model.args, "channels": ch, "num_classes": int(train.labels.max()) + 1}
     torch.manual_seed(cfg.train.seed)
     net = build_model("featnet", args)
-    out = _prepare_out(cfg, resume)
-    trained = _trainer(SupervisedClassifier(net), train, cfg, out).fit(resume=resume)
+    out, trained = _train(SupervisedClassifier(net), train, cfg, resume)
     if not trained.is_main:
         return Result(out)
     acc = classifier_accuracy(trained.student, test.images, test.labels)
     save_model(trained.student, out / "featnet", family="featnet", args=args,
                extra={"trained_on": name, "image_size": size, "test_accuracy": acc})
-    metrics = {"train": {"seconds": round(trained.seconds, 1), "steps": trained.step}, "test_accuracy": acc}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    metrics = {"train": _train_record(trained), "test_accuracy": acc}
+    _write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)
 
 
 @torch.no_grad()
 def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     model.eval()
-    pred = torch.cat([model(x).argmax(1) for x in images.split(500)])
+    device = next(model.parameters()).device
+    pred = torch.cat([model(x.to(device)).argmax(1).cpu() for x in images.split(500)])
     return float((pred == labels).float().mean())

@@ -7,6 +7,7 @@ YAML holds values only. Every section is a dataclass; unknown keys and bad value
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -169,6 +170,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
@@ -184,8 +190,8 @@ def _check_limits(value: Any, limits: dict[str, float], key: str) -> None:
         return
     values = value if isinstance(value, list) else [value]
     for v in values:
-        if v != v:  # NaN
-            raise KdgenError(f"config key '{key}' is NaN; give a number")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise KdgenError(f"config key '{key}' is {v}; give a finite number")
         if "gt" in limits and not v > limits["gt"]:
             raise KdgenError(f"config key '{key}' must be > {limits['gt']}, got {v}")
         if "ge" in limits and not v >= limits["ge"]:
@@ -280,6 +286,9 @@ def load_config(
     # changes one option of the recipe's methods instead of replacing the whole section)
     full = from_dict(RunConfig, raw).to_dict()
     cfg = from_dict(RunConfig, apply_overrides(full, list(overrides or [])))
+    for name, opts in list(cfg.methods.items()):
+        if opts is None:  # `name: null` in a recipe removes a method, as the override does
+            del cfg.methods[name]
     _validate(cfg)
     return cfg
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -28,17 +29,21 @@ MODEL_FAMILIES: Registry[type[nn.Module]] = Registry("model family")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
-def _umask_mode() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide and not thread-safe
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, _umask_mode())
+    os.chmod(tmp, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -103,9 +108,26 @@ def save_model(module: nn.Module, folder: str | Path, *, family: str, args: dict
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(folder / "model.safetensors", st_save(state))
     meta = {"family": family, "args": args, "kdgen_version": __version__, **(extra or {})}
-    atomic_write_text(folder / "model.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    # the weights and the JSON change together: write a sibling folder, then swap it in
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        atomic_write_bytes(tmp / "model.safetensors", st_save(state))
+        atomic_write_text(tmp / "model.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if folder.exists():
+            for sub in folder.iterdir():  # keep what else lives there (e.g. a GAN's discriminator/)
+                if sub.name not in ("model.safetensors", "model.json"):
+                    os.replace(sub, tmp / sub.name)
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
+            os.replace(folder, old / "m")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+        os.chmod(folder, DIR_MODE)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -126,13 +148,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if suffix in (".pt", ".pth"):
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as e:
+            if "GLOBAL" not in str(e) and "global" not in str(e):  # not a refused class or function: a broken file
+                raise KdgenError(f"weights file '{p}' is corrupt or truncated; re-save it") from None
             raise KdgenError(
                 f"'{p}' holds pickled objects, not a plain state dict; kdgen never unpickles code - "
                 "save it with torch.save(model.state_dict(), path) or as safetensors"
             ) from None
-        except (RuntimeError, EOFError, OSError) as e:
-            raise KdgenError(f"weights file '{p}' is corrupt or truncated ({str(e).splitlines()[0]})") from None
+        except Exception as e:  # torch.load on garbage raises RuntimeError, EOFError, IndexError, KeyError ...
+            raise KdgenError(f"weights file '{p}' is corrupt or truncated ({type(e).__name__}); re-save it") from None
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -165,7 +189,7 @@ def build_model(family: str, args: dict[str, Any]) -> nn.Module:
     cls = MODEL_FAMILIES.get(family)
     try:
         return cls(**args)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise KdgenError(f"cannot build a '{family}' from arguments {args} ({e}); fix model.args") from None
 
 

@@ -11,6 +11,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .utils import device_of, eval_mode
+
 
 class Sampler(Protocol):
     module: nn.Module
@@ -34,12 +36,8 @@ class GeneratorSampler:
     def example_input(self, batch: int) -> torch.Tensor:
         return self.latents(batch, 0)
 
-    @torch.no_grad()
     def sample(self, n: int, seed: int, cond: torch.Tensor | None = None) -> torch.Tensor:
-        was_training = self.module.training
-        self.module.eval()
-        device = next(self.module.parameters()).device
         z = self.latents(n, seed)
-        out = [self.module(z[i : i + self.batch_size].to(device)).float().cpu() for i in range(0, n, self.batch_size)]
-        self.module.train(was_training)
-        return torch.cat(out)
+        with eval_mode(self.module) as m:
+            device = device_of(m)
+            return torch.cat([m(z[i : i + self.batch_size].to(device)).float().cpu() for i in range(0, n, self.batch_size)])

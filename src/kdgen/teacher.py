@@ -36,7 +36,14 @@ def load_teacher(path: str | Path) -> nn.Module:
             f"teacher '{folder}' does not exist; set teacher.path to a kdgen model folder (e.g. the "
             "'teacher' folder written by kdgen train-teacher) or builtin:gan-mnist5k"
         )
-    return load_model(folder).requires_grad_(False)
+    model = load_model(folder)
+    family = model.kdgen_meta["family"]
+    if not family.endswith("generator"):
+        raise KdgenError(
+            f"teacher '{folder}' is a '{family}', not an image generator; distill takes a generator folder "
+            "(e.g. builtin:gan-mnist5k, or the 'teacher' folder kdgen train-teacher writes)"
+        )
+    return model.requires_grad_(False)
 
 
 def teacher_discriminator_path(path: str | Path) -> Path | None:

@@ -61,15 +61,22 @@ class Trainer:
         log_every: int = 25, sample_every: int = 250, seed: int = 0, workers: int = 0,
     ):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
+        from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
         self.out = Path(out_dir)
-        self.steps, self.grad_clip, self.ema_decay = steps, grad_clip, ema
+        self.steps, self.grad_clip, self.ema_decay, self.seed = steps, grad_clip, ema, seed
         self.checkpoint_every, self.log_every, self.sample_every = checkpoint_every, log_every, sample_every
-        self.acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        torch.manual_seed(seed + self.acc.process_index)
-        if len(dataset) < batch_size:
-            raise KdgenError(f"the dataset has {len(dataset)} images, fewer than data.batch_size={batch_size}; lower the batch size")
+        self.acc = Accelerator(
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e shuffles with seed + e
+        )
+        self._seed_rank(0)
+        world = self.acc.num_processes
+        if len(dataset) < batch_size * world:
+            raise KdgenError(
+                f"the dataset has {len(dataset)} images, fewer than data.batch_size={batch_size} x {world} process(es); "
+                "lower the batch size"
+            )
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
             generator=torch.Generator().manual_seed(seed),
@@ -96,7 +103,6 @@ class Trainer:
             "ema": self.ema.module.state_dict() if self.ema else None,
             "ema_updates": self.ema.updates if self.ema else 0,
             "optimizers": [o.state_dict() for o in self.optimizers],
-            "rng": torch.get_rng_state(),
         }
         atomic_torch_save(state, self.out / STATE_FILE)
 
@@ -106,16 +112,25 @@ class Trainer:
             raise KdgenError(f"--resume found no checkpoint at '{path}'; start without --resume")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # garbage raises UnpicklingError, IndexError, KeyError, EOFError ...
+            raise KdgenError(f"checkpoint '{path}' is corrupt or unreadable ({type(e).__name__}); start without --resume") from None
+        try:
             self._unwrapped.load_checkpoint_state(state["method"])
-            for o, s in zip(self.optimizers, state["optimizers"]):
+            for o, s in zip(self.optimizers, state["optimizers"], strict=True):
                 o.load_state_dict(s)
-        except (RuntimeError, KeyError, EOFError) as e:
-            raise KdgenError(f"checkpoint '{path}' does not fit this run ({str(e).splitlines()[0]}); resume with the config that wrote it") from None
-        if self.ema and state.get("ema") is not None:
-            self.ema.module.load_state_dict(state["ema"])
-            self.ema.updates = int(state.get("ema_updates", state["step"]))
-        torch.set_rng_state(state["rng"])
-        return int(state["step"])
+            if self.ema and state.get("ema") is not None:
+                self.ema.module.load_state_dict(state["ema"])
+                self.ema.updates = int(state.get("ema_updates", state["step"]))
+            step = int(state["step"])
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise KdgenError(f"checkpoint '{path}' does not fit this run ({msg}); resume with the config that wrote it") from None
+        self._seed_rank(step)
+        return step
+
+    def _seed_rank(self, step: int) -> None:
+        """Each process draws its own latents; a resume at step s reseeds from (seed, rank, s): reproducible."""
+        torch.manual_seed(self.seed * 1_000_003 + step * 101 + self.acc.process_index)
 
     # ------------------------------------------------------------------ loop
     def fit(self, *, resume: bool = False) -> TrainResult:
@@ -137,8 +152,8 @@ class Trainer:
             logs = {}
             for phase, opt in zip(self.phases, self.optimizers):
                 out = self.method(batch, phase)
-                # 2. a non-finite loss stops the run; the last good checkpoint stays
-                if not torch.isfinite(out.loss):
+                # 2. a non-finite loss (on any process) stops the run; the last good checkpoint stays
+                if not self._all_finite(out.loss):
                     bar.close()
                     raise KdgenError(
                         f"the {phase} loss became {out.loss.item()} at step {step} ({_fmt(out.logs)}); the last good "
@@ -170,13 +185,20 @@ class Trainer:
         return TrainResult(self.steps, time.perf_counter() - t0, self._student(), logs, resumed_from=start,
                            is_main=self.acc.is_main_process)
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        ok = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.acc.num_processes > 1:  # every rank must stop together, or the others hang in all-reduce
+            ok = self.acc.reduce(ok, reduction="sum") / self.acc.num_processes
+        return bool(ok.item() == 1.0)
+
     def _student(self) -> nn.Module:
         return (self.ema.module if self.ema else self._unwrapped.student).eval()
 
     def _batches(self, start: int):
         per_epoch = len(self.loader)
         epoch, skip = divmod(start, per_epoch)
-        while True:
+        while True:  # the same order as an uninterrupted run: epoch e is shuffled by seed + e
+            self.loader.set_epoch(epoch)
             loader = self.acc.skip_first_batches(self.loader, skip) if skip else self.loader
             for batch in loader:
                 yield batch

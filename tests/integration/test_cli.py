@@ -105,6 +105,8 @@ BAD = {
     "negative rate": (["train.lr=-0.1"], r"'train.lr' must be > 0"),
     "non-numeric weight": (["methods.output.weight=lots"], r"'methods.output.weight' must be float"),
     "negative weight": (["methods.adversarial.weight=-1"], r"'methods.adversarial.weight' must be >= 0"),
+    "teacher is not a generator": ("disc", r"is a 'dcgan-discriminator', not an image generator"),
+    "no shipped discriminator": (["methods.adversarial.init=teacher", "teacher.path=builtin:featnet-mnist5k"], r"not an image generator"),
 }
 
 
@@ -116,9 +118,12 @@ def test_user_errors_are_one_sentence_exit_2_and_lose_nothing(case, tiny_teacher
         teacher, extra = _pickled_teacher(tmp_path, tiny_teacher), []
     elif extra == "odd":
         teacher, extra = _odd_format_teacher(tmp_path, tiny_teacher), []
+    elif extra == "disc":
+        teacher, extra = tiny_teacher / "discriminator", []
     out = tmp_path / "run"
     (out / "state").mkdir(parents=True)
     (out / "state" / "last.pt").write_bytes(b"earlier checkpoint")
+    (out / "config.yaml").write_text("earlier config")
     code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
                            *tiny_overrides(teacher, out), *extra)
     import re
@@ -127,6 +132,27 @@ def test_user_errors_are_one_sentence_exit_2_and_lose_nothing(case, tiny_teacher
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert re.search(pattern, err), err
     assert (out / "state" / "last.pt").read_bytes() == b"earlier checkpoint"
+    assert (out / "config.yaml").read_text() == "earlier config"
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_sentence_and_keeps_it(tiny_teacher, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    (out / "state").mkdir(parents=True)
+    (out / "state" / "last.pt").write_bytes(b"earlier checkpoint")
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, out), "--resume")
+    assert code == 2 and "is corrupt or unreadable" in err and "Traceback" not in err
+    assert (out / "state" / "last.pt").read_bytes() == b"earlier checkpoint"
+
+
+def test_a_recipe_that_fails_to_build_keeps_the_runs_config(tiny_teacher, tmp_path, monkeypatch, capsys):
+    """The perceptual term fails while the method is built - after the teacher and data loaded fine."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("earlier config")
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, out),
+                           "methods.perceptual.features=builtin:gan-mnist5k")
+    assert code == 2 and "is not a feature network" in err
+    assert (out / "config.yaml").read_text() == "earlier config"
 
 
 @pytest.mark.parametrize("command", ["demo", "distill", "train-teacher", "train-features", "evaluate", "methods"])
@@ -144,11 +170,12 @@ def test_methods_lists_one_line_each(monkeypatch, capsys):
 def test_evaluate_remeasures_a_run_and_keeps_training_record(tiny_run, monkeypatch, capsys):
     out, _ = tiny_run
     code, stdout, err = run_cli(monkeypatch, capsys, "evaluate", out)
-    assert code == 0, err and "| FID |" in stdout
+    assert code == 0, err
+    assert "| FID |" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert "train" in metrics and metrics["student"]["fid"] > 0
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path)
-    assert code == 2 and "not a kdgen run folder" in err
+    assert code == 2 and "is not a finished kdgen run folder" in err

@@ -18,7 +18,8 @@ def test_train_teacher_then_distill_from_it(tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml", f"teacher.path={teacher}",
                              f"out={tmp_path / 'd'}", "train.steps=2", "data.batch_size=16", "eval.enabled=false",
                              "methods.adversarial.init=teacher")
-    assert code == 0, err and (tmp_path / "d" / "student" / "model.json").is_file()
+    assert code == 0, err
+    assert (tmp_path / "d" / "student" / "model.json").is_file()
 
 
 def test_train_features_reports_accuracy(tmp_path, monkeypatch, capsys):
@@ -66,3 +67,14 @@ def test_distill_on_a_folder_of_images(tiny_teacher, tmp_path, monkeypatch, caps
     assert code == 0, err
     p = json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"]
     assert p["reference_count"] == 40 and "no held-out split" in p["reference"]
+
+
+def test_train_teacher_bad_model_args_are_sentences(tmp_path, monkeypatch, capsys):
+    for arg, pattern in (("model.args.image_size=30", "cannot build a 'dcgan-generator'"), ("model.args.z_dim=-1", "z_dim must be > 0")):
+        code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/gan/mnist5k-teacher.yaml", f"out={tmp_path}", arg)
+        assert code == 2 and pattern in err and "Traceback" not in err
+
+
+def test_train_features_channel_mismatch_is_a_sentence(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "train-features", "configs/features/mnist5k.yaml", f"out={tmp_path}", "model.args.channels=3")
+    assert code == 2 and "model.args.channels=3" in err

@@ -45,10 +45,12 @@ def test_folder_dataset_resizes_and_crops(tmp_path):
 def test_folder_corrupt_file_error_or_skip(tmp_path):
     _write_images(tmp_path / "imgs")
     (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
+    whole = (tmp_path / "imgs" / "wide.png").read_bytes()
+    (tmp_path / "imgs" / "truncated.png").write_bytes(whole[: len(whole) // 2])  # a valid header, half the data
     with pytest.raises(KdgenError, match=r"image '.*broken.png' is corrupt.*data.on_corrupt=skip"):
         load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=8, channels=1)
     ds = load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=8, channels=1, on_corrupt="skip")
-    assert len(ds) == 3 and len(ds.skipped) == 1 and ds[0]["image"].shape == (1, 8, 8)
+    assert len(ds) == 3 and len(ds.skipped) == 2 and ds[0]["image"].shape == (1, 8, 8)
 
 
 def test_missing_folder(tmp_path):

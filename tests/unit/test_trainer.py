@@ -101,3 +101,23 @@ def test_ema_warms_up_then_averages():
     # a flat 0.999 would still hold 0.999**200 = 82% of the start; the warm-up forgets it
     assert ema.module.weight.item() > 0.9
     assert ema.updates == 200
+
+
+class Recorder(Regress):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, batch, phase):
+        self.seen.append(round(batch["image"].sum().item(), 4))
+        return super().forward(batch, phase)
+
+
+def test_resumed_run_sees_the_same_batches_as_an_uninterrupted_one(tmp_path):
+    straight = Recorder()
+    _trainer(straight, tmp_path / "a", 12).fit()  # 8 batches per epoch: crosses into epoch 1
+    first, second = Recorder(), Recorder()
+    _trainer(first, tmp_path / "b", 6).fit()
+    _trainer(second, tmp_path / "b", 12).fit(resume=True)
+    assert first.seen + second.seen == straight.seen
+    assert straight.seen[:8] != straight.seen[8:12] + straight.seen[:4]  # epochs are shuffled differently

@@ -27,8 +27,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.skipped: list[Path] = []
         for p in files:
             try:
-                with Image.open(p) as im:
-                    im.verify()
+                with Image.open(p) as im:  # decode fully: verify() alone passes truncated files
+                    im.load()
                 self.files.append(p)
             except Exception:
                 if on_corrupt != "skip":
@@ -46,7 +46,13 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        with Image.open(self.files[i]) as im:
+        try:
+            return {"image": self._read(self.files[i])}
+        except OSError:  # changed on disk since it was checked
+            raise KdgenError(f"image '{self.files[i]}' can no longer be read; restore or remove it") from None
+
+    def _read(self, path: Path) -> torch.Tensor:
+        with Image.open(path) as im:
             im = im.convert("L" if self.channels == 1 else "RGB")
             w, h = im.size
             scale = self.image_size / min(w, h)
@@ -56,4 +62,4 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             im = im.crop((left, top, left + self.image_size, top + self.image_size))
             arr = np.asarray(im, dtype=np.float32)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        return {"image": torch.from_numpy(arr.copy()) / 127.5 - 1.0}
+        return torch.from_numpy(arr.copy()) / 127.5 - 1.0

@@ -19,13 +19,22 @@ from ..models.featnet import FeatureExtractor
 from ..sampling import Sampler
 
 
+def load_feature_net(path: str | Path, *, channels: int, key: str = "eval.features"):
+    """A kdgen feature net (eval mode) that takes `channels`-channel images, or a sentence saying why not."""
+    net = load_model(path)
+    if not hasattr(net, "features"):
+        raise KdgenError(f"{key} '{path}' is not a feature network (it has no features()); train one with kdgen train-features")
+    if net.channels != channels:
+        raise KdgenError(
+            f"{key} '{path}' takes {net.channels}-channel images but the models make {channels}; "
+            "train a matching one with kdgen train-features"
+        )
+    return net
+
+
 def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[FeatureExtractor, dict]:
     folder = resolve_path(path)
-    net = load_model(folder)
-    if not hasattr(net, "features"):
-        raise KdgenError(f"eval.features '{path}' is not a feature network (it has no features()); train one with kdgen train-features")
-    if net.channels != channels:
-        raise KdgenError(f"the feature net '{path}' takes {net.channels}-channel images but the models make {channels}; train a matching one with kdgen train-features")
+    net = load_feature_net(folder, channels=channels)
     info = {"path": str(path), "sha256": file_sha256(folder / "model.safetensors"), "num_features": net.num_features,
             "layer": "embed (pre-ReLU penultimate linear)"}
     return FeatureExtractor(net), info
@@ -35,7 +44,7 @@ class QualityMetric:
     """FID + KID against one fixed real set; update/compute per generated set."""
 
     def __init__(self, extractor: FeatureExtractor, real: torch.Tensor, *, batch_size: int = 500, kid_subset: int = 1000):
-        self.batch_size = batch_size
+        self.batch_size, self.kid_subset = batch_size, kid_subset
         subset = min(kid_subset, len(real))
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
         self.kid = KernelInceptionDistance(feature=extractor, reset_real_features=False, subset_size=subset, subsets=50)
@@ -50,7 +59,7 @@ class QualityMetric:
             raise KdgenError("FID needs at least 2 generated images; raise eval.num_samples")
         self.fid.reset()
         self.kid.reset()
-        self.kid.subset_size = min(self.kid.subset_size, len(fake), self.n_real)
+        self.kid.subset_size = min(self.kid_subset, len(fake), self.n_real)  # set per call: sets differ in size
         for chunk in fake.split(self.batch_size):
             self.fid.update(chunk, real=False)
             self.kid.update(chunk, real=False)

@@ -30,9 +30,12 @@ class AdversarialTerm(LossTerm):
         init: Literal["auto", "teacher", "random"] = "auto"  # auto: the teacher's discriminator when one ships
         width: float = field(default=1.0, metadata=_check(gt=0))  # of a randomly initialised discriminator
 
-    def __init__(self, options: "AdversarialTerm.Options", ctx: TermContext):
+    def __init__(self, options: "AdversarialTerm.Options", ctx: TermContext, *, discriminator: torch.nn.Module | None = None):
         super().__init__()
         self.options = options
+        if discriminator is not None:  # given by the caller (train-teacher builds its own)
+            self.discriminator = discriminator
+            return
         shipped = teacher_discriminator_path(ctx.teacher_path) if ctx.teacher_path is not None else None
         if options.init == "teacher" and shipped is None:
             raise KdgenError(

@@ -9,6 +9,7 @@ from ..config import _check
 from ..errors import KdgenError
 from ..losses import feature_mse
 from ..taps import FeatureTaps, check_layer_names
+from ..utils import device_of, eval_mode
 from .base import GenBatch, LossTerm, TermContext
 from .registry import METHODS
 
@@ -18,13 +19,9 @@ def default_layers(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name.startswith("blocks.") and name.count(".") == 1]
 
 
-@torch.no_grad()
 def probe_shapes(model: nn.Module, layers: list[str], z_dim: int) -> dict[str, torch.Size]:
-    was = model.training
-    model.eval()
-    with FeatureTaps(model, layers) as taps:
-        model(torch.zeros(2, z_dim))
-    model.train(was)
+    with eval_mode(model), FeatureTaps(model, layers) as taps:
+        model(torch.zeros(2, z_dim, device=device_of(model)))
     return {k: v.shape[1:] for k, v in taps.outputs.items()}
 
 

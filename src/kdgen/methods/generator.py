@@ -16,6 +16,7 @@ from ..errors import KdgenError
 from ..sampling import GeneratorSampler
 from ..taps import FeatureTaps
 from ..teacher import Frozen
+from ..utils import device_of, eval_mode
 from .base import DistillationMethod, GenBatch, LossTerm, StepOutput
 
 
@@ -84,13 +85,9 @@ class GeneratorDistiller(DistillationMethod):
     def student_sampler(self, module: nn.Module | None = None) -> GeneratorSampler:
         return GeneratorSampler(module or self.student, z_dim=self.z_dim)
 
-    @torch.no_grad()
     def preview(self, n: int = 16, module: nn.Module | None = None) -> torch.Tensor:
         m = module or self.student
-        was = m.training
-        m.eval()
-        out = m(self._preview_z[:n].to(next(m.parameters()).device))
-        m.train(was)
-        return out
+        with eval_mode(m):
+            return m(self._preview_z[:n].to(device_of(m)))
 
 

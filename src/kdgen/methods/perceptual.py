@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import _check
-from ..errors import KdgenError
-from ..io import load_model
+from ..evaluate.quality import load_feature_net
 from ..teacher import Frozen
 from .base import GenBatch, LossTerm, TermContext
 from .registry import METHODS
@@ -25,11 +24,7 @@ class PerceptualTerm(LossTerm):
     def __init__(self, options: "PerceptualTerm.Options", ctx: TermContext):
         super().__init__()
         self.options = options
-        net = load_model(options.features)
-        if not hasattr(net, "features"):
-            raise KdgenError(f"methods.perceptual.features '{options.features}' is not a feature network (no features())")
-        if getattr(net, "channels", ctx.channels) != ctx.channels:
-            raise KdgenError(f"the perceptual feature net takes {net.channels}-channel images but the teacher makes {ctx.channels}")
+        net = load_feature_net(options.features, channels=ctx.channels, key="methods.perceptual.features")
         self.featnet = Frozen(net)
 
     def student_loss(self, b: GenBatch) -> torch.Tensor:

@@ -20,6 +20,9 @@ class FeatureNet(nn.Module):
 
     def __init__(self, *, channels: int = 1, num_classes: int = 10, width: int = 32, num_features: int = 128):
         super().__init__()
+        for name, v in {"channels": channels, "num_classes": num_classes, "width": width, "num_features": num_features}.items():
+            if not (isinstance(v, int) and v > 0):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.channels, self.num_features = channels, num_features
 
         def block(cin: int, cout: int) -> nn.Sequential:

@@ -25,6 +25,12 @@ def stage_plan(image_size: int) -> tuple[int, int]:
     return start, n_up
 
 
+def check_positive(**values: float) -> None:
+    for name, v in values.items():
+        if not v > 0:
+            raise ValueError(f"{name} must be > 0, got {v}")
+
+
 def stage_channels(base_width: int, width: float, n_up: int) -> list[int]:
     """Channels of stages 0..n_up, widest first: base_width * width * 2**(n_up - i), at least 1."""
     return [max(1, int(round(base_width * width * 2 ** (n_up - i)))) for i in range(n_up + 1)]
@@ -36,6 +42,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, *, z_dim: int = 100, image_size: int = 28, channels: int = 1, base_width: int = 64, width: float = 1.0):
         super().__init__()
+        check_positive(z_dim=z_dim, channels=channels, base_width=base_width, width=width)
         self.z_dim, self.image_size, self.channels = z_dim, image_size, channels
         start, n_up = stage_plan(image_size)
         ch = stage_channels(base_width, width, n_up)
@@ -59,6 +66,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, *, image_size: int = 28, channels: int = 1, base_width: int = 64, width: float = 1.0):
         super().__init__()
+        check_positive(channels=channels, base_width=base_width, width=width)
         self.image_size, self.channels = image_size, channels
         start, n_up = stage_plan(image_size)
         ch = list(reversed(stage_channels(base_width, width, n_up)))[1:]  # narrow -> wide
