@@ -1,4 +1,4 @@
-"""What a run shows a person: the teacher-vs-student table and side-by-side sample grids."""
+"""The teacher-vs-student table and side-by-side sample grids."""
 
 from __future__ import annotations
 
