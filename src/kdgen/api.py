@@ -15,13 +15,16 @@ from torch import nn
 from .config import RunConfig, load_config
 from .data import load_dataset, native_shape, stack_images
 from .errors import KdgenError
-from .evaluate import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
-from .io import atomic_write_text, build_model, load_model, resolve_path, save_model
+from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
+from .io import atomic_write_bytes, atomic_write_text, build_model, load_model, resolve_path, save_model
 from .methods import GeneratorDistiller, TermContext, build_terms
 from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
 from .models import build_student
 from .report import format_table, save_grid, save_side_by_side
+from .report.compare import compare_runs
+from .report.page import build_report
+from .report.tb import log_final_metrics
 from .sampling import GeneratorSampler
 from .teacher import load_teacher
 from .train import Trainer
@@ -124,31 +127,40 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     metrics = {"train": _train_record(trained)}
     if cfg.eval.enabled:
         metrics.update(evaluate_pair(cfg, teacher=teacher, student=trained.student, out=out))
+        log_final_metrics(out / "tb", cfg.to_dict(), metrics, trained.step)
     _write_metrics(out, metrics)
+    build_report(out)
     return Result(out, metrics, trained.student, trained.seconds)
 
 
-def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path) -> dict:
-    """Teacher and student measured by the same code on the same seeds; writes samples/, returns the metrics."""
+def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, save_features: Path | None = None) -> dict:
+    """Teacher and student measured by the same code on the same seeds; writes samples/, returns the metrics.
+
+    `save_features`: also write the real and generated feature matrices and the seeds to this .npz.
+    """
     size, ch, z_dim = generator_shape(teacher)
     e = cfg.eval
     samplers = {"teacher": GeneratorSampler(teacher, z_dim=z_dim, batch_size=e.batch_size),
                 "student": GeneratorSampler(student, z_dim=z_dim, batch_size=e.batch_size)}
     extractor, feat_info = load_feature_extractor(e.features, channels=ch)
     real, ref_name = reference_images(cfg, size, ch)
-    metric = QualityMetric(extractor, real, batch_size=e.batch_size)
+    metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
     files = {"teacher": resolve_path(cfg.teacher.path) / "model.safetensors", "student": out / "student" / "model.safetensors"}
     metrics: dict[str, Any] = {}
+    feats: dict[str, dict] = {}
     for name, sampler in samplers.items():
         t0 = time.perf_counter()
-        metrics[name] = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds),
+        feats[name] = {}
+        metrics[name] = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds, features=feats[name]),
                          **measure_cost(sampler, weights=files[name], repeats=e.latency_repeats)}
         metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    if save_features is not None:
+        _save_features(save_features, metric.real_features, feats, e.seeds)
     metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], extractor, n=min(e.num_samples, 500), seed=e.seeds[0])
     metrics["protocol"] = {
         "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
         "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
-        "kid_subset_size": min(metric.kid_subset, len(real), e.num_samples),
+        "kid_subset_size": min(metric.kid_subset, len(real), e.num_samples), "prdc_k": e.k,
         "real_train_vs_reference": _floor(cfg, metric, size, ch, e.num_samples),
         "caveats": _caveats(cfg),
     }
@@ -156,6 +168,21 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
     save_grid(panels["student"], out / "samples" / "student.png")
     return metrics
+
+
+def _save_features(path: Path, real: torch.Tensor, feats: dict[str, dict], seeds: list[int]) -> None:
+    """real [N, D], <who>_seed<s> [M, D] for each model and seed, and the seeds: recompute any score elsewhere."""
+    import io
+
+    import numpy as np
+
+    arrays = {"real": real.numpy(), "seeds": np.asarray(seeds)}
+    for who, by_seed in feats.items():
+        for seed, f in by_seed.items():
+            arrays[f"{who}_seed{seed}"] = f.numpy()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def _floor(cfg: RunConfig, metric: QualityMetric, size: int, ch: int, n: int) -> dict | None:
@@ -184,20 +211,38 @@ def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, 
     return stack_images(_data(cfg, image_size=size, channels=ch, split="test")), f"{cfg.data.name} test split"
 
 
-def evaluate(run: str | Path) -> Result:
-    """Re-measure a distill run folder (its config.yaml, teacher and student); rewrites metrics.json."""
+def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_features: str | Path | None = None) -> Result:
+    """Re-measure a distill run folder (its config.yaml, teacher and student); rewrites metrics.json.
+
+    `overrides` may change eval.* only (e.g. "eval.seeds=[0,1,2]", "eval.num_samples=5000").
+    """
     out = Path(run).expanduser()
     if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
         raise KdgenError(f"'{out}' is not a finished kdgen run folder (no config.yaml or student/); give the folder `kdgen distill` wrote")
-    cfg = load_config(out / "config.yaml")
+    bad = [o for o in overrides or [] if not o.startswith("eval.")]
+    if bad:
+        raise KdgenError(f"evaluate takes only eval.* overrides, got '{bad[0]}'; other settings belong to the run's training")
+    cfg = load_config(out / "config.yaml", overrides)
     teacher = load_teacher(cfg.teacher.path)
     student = load_model(out / "student")
-    metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out)
+    metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out,
+                            save_features=Path(save_features) if save_features else None)
     previous = out / "metrics.json"
     if previous.is_file():  # keep what training recorded
         metrics = {"train": json.loads(previous.read_text()).get("train", {}), **metrics}
     _write_metrics(out, metrics)
+    build_report(out)
     return Result(out, metrics, student)
+
+
+def report(run: str | Path) -> Path:
+    """(Re)build RUN/report.html from the run folder; returns its path."""
+    return build_report(Path(run).expanduser())
+
+
+def compare(runs: list[str | Path], out: str | Path) -> dict:
+    """One table (markdown + CSV) of every run's teacher and student, and a Pareto plot, into `out`."""
+    return compare_runs([Path(r).expanduser() for r in runs], Path(out).expanduser())
 
 
 # --------------------------------------------------------------------------- train-teacher / train-features

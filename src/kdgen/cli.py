@@ -22,6 +22,8 @@ def _finish(result, title: str) -> None:
         typer.echo(f"\n{title}\n")
         typer.echo(result.table)
     typer.echo(f"\nrun folder: {result.out}")
+    if (result.out / "report.html").exists():
+        typer.echo(f"report: {result.out / 'report.html'}")
 
 
 @app.command()
@@ -69,11 +71,43 @@ def train_features(config: Path = typer.Argument(..., help="YAML recipe with tas
 
 
 @app.command()
-def evaluate(run: Path = typer.Argument(..., help="a run folder written by kdgen distill")) -> None:
-    """Re-measure a run's teacher and student (FID, KID, cost) and rewrite metrics.json."""
+def evaluate(
+    run: Path = typer.Argument(..., help="a run folder written by kdgen distill"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="eval.* overrides, e.g. eval.num_samples=5000 eval.k=3", show_default=False),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated evaluation seeds: every metric as mean +- std over them"),
+    save_features: Optional[Path] = typer.Option(None, "--save-features", help="write real and generated feature matrices + seeds to this .npz"),
+) -> None:
+    """Re-measure a run's teacher and student (FID, KID, precision/recall/density/coverage, fidelity, cost)."""
     from .api import evaluate as ev
 
-    _finish(ev(run), "teacher vs student")
+    extra = list(overrides or [])
+    if seeds:
+        try:
+            extra.append(f"eval.seeds=[{','.join(str(int(x)) for x in seeds.split(','))}]")
+        except ValueError:
+            raise KdgenError(f"--seeds must be comma-separated integers like 0,1,2, got '{seeds}'") from None
+    _finish(ev(run, extra, save_features=save_features), "teacher vs student")
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="a run folder")) -> None:
+    """Rebuild RUN/report.html: metrics table, teacher | student samples, training curves, Pareto plot, protocol."""
+    from .api import report as build
+
+    typer.echo(f"report: {build(run)}")
+
+
+@app.command()
+def compare(
+    runs: List[Path] = typer.Argument(..., help="run folders to put side by side"),
+    out: Path = typer.Option(Path("runs/compare"), "--out", help="where compare.md, compare.csv and pareto.png go"),
+) -> None:
+    """One table (markdown and CSV) of every run's teacher and student, and a Pareto plot (FID vs MACs and latency)."""
+    from .api import compare as cmp
+
+    result = cmp(runs, out)
+    typer.echo(result["markdown"])
+    typer.echo(f"\ntable: {out / 'compare.md'}, {result['csv']}\nplot: {result['pareto']}")
 
 
 @app.command()

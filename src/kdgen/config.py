@@ -76,6 +76,7 @@ class EvalConfig:
     batch_size: int = field(default=500, metadata=_check(gt=0))
     features: str = "builtin:featnet-mnist5k"  # feature net for FID/KID
     latency_repeats: int = field(default=20, metadata=_check(gt=0))
+    k: int = field(default=5, metadata=_check(gt=0))  # neighbours for precision/recall/density/coverage
     enabled: bool = True
 
 

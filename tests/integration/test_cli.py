@@ -31,11 +31,11 @@ def tiny_run(tiny_teacher, tmp_path_factory):
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, proc.stdout
+    return out, proc.stdout, json.loads((out / "metrics.json").read_text())
 
 
 def test_distill_writes_the_run_folder_contract(tiny_run):
-    out, stdout = tiny_run
+    out, stdout, _ = tiny_run
     assert "| FID |" in stdout and f"run folder: {out}" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     for who in ("teacher", "student"):
@@ -52,7 +52,7 @@ def test_distill_writes_the_run_folder_contract(tiny_run):
 
 
 def test_resume_continues_from_the_saved_step(tiny_run, tiny_teacher, monkeypatch, capsys):
-    out, _ = tiny_run
+    out, _, _ = tiny_run
     before = torch.load(out / "state" / "last.pt", weights_only=True)["step"]
     code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
                            *tiny_overrides(tiny_teacher, out, steps=6, **{"eval.enabled": "false"}), "--resume")
@@ -155,7 +155,7 @@ def test_a_recipe_that_fails_to_build_keeps_the_runs_config(tiny_teacher, tmp_pa
     assert (out / "config.yaml").read_text() == "earlier config"
 
 
-@pytest.mark.parametrize("command", ["demo", "distill", "train-teacher", "train-features", "evaluate", "methods"])
+@pytest.mark.parametrize("command", ["demo", "distill", "train-teacher", "train-features", "evaluate", "report", "compare", "methods"])
 def test_every_command_has_help(command, monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, command, "--help")
     assert code == 0 and "Usage" in out
@@ -168,7 +168,7 @@ def test_methods_lists_one_line_each(monkeypatch, capsys):
 
 
 def test_evaluate_remeasures_a_run_and_keeps_training_record(tiny_run, monkeypatch, capsys):
-    out, _ = tiny_run
+    out, _, _ = tiny_run
     code, stdout, err = run_cli(monkeypatch, capsys, "evaluate", out)
     assert code == 0, err
     assert "| FID |" in stdout
@@ -179,3 +179,65 @@ def test_evaluate_remeasures_a_run_and_keeps_training_record(tiny_run, monkeypat
 def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path)
     assert code == 2 and "is not a finished kdgen run folder" in err
+
+
+def test_tensorboard_holds_losses_samples_and_final_metrics(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _, metrics = tiny_run
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"loss/output", "loss/student", "loss/discriminator"} <= set(tags["scalars"])
+    assert "samples/student" in tags["images"]
+    fid = acc.Scalars("final/student_fid")[-1].value
+    assert abs(fid - metrics["student"]["fid"]) < 1e-3 * max(1.0, abs(fid))
+    assert acc.PluginTagToContent("hparams")  # the HParams record is there
+
+
+def test_evaluate_seeds_and_saved_features_reproduce_fid_independently(tiny_run, tmp_path, monkeypatch, capsys):
+    """FID recomputed with numpy/scipy from --save-features equals kdgen's; the same seeds give the same scores."""
+    import numpy as np
+    from scipy import linalg
+
+    out, _, _ = tiny_run
+    npz = tmp_path / "feats.npz"
+    args = ("evaluate", out, "eval.num_samples=300", "--seeds", "0,1", "--save-features", npz)
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "±" in stdout and "| precision |" in stdout
+    first = json.loads((out / "metrics.json").read_text())
+    f = np.load(npz)
+    assert list(f["seeds"]) == [0, 1] and f["real"].shape == (500, 128) and f["student_seed1"].shape == (300, 128)
+    for who in ("teacher", "student"):
+        a, b = f["real"].astype(np.float64), f[f"{who}_seed0"].astype(np.float64)
+        c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        fid = float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real))
+        assert abs(fid - first[who]["fid_per_seed"][0]) < 1e-3 * fid
+        assert 0 <= first[who]["precision"] <= 1 and 0 <= first[who]["coverage"] <= 1
+    assert len(first["student"]["fidelity"]["psnr_db_per_image"]) == 300
+    code, _, err = run_cli(monkeypatch, capsys, *args[:-2])  # again, same seeds
+    again = json.loads((out / "metrics.json").read_text())
+    assert code == 0 and again["student"]["fid_per_seed"] == first["student"]["fid_per_seed"]
+    assert again["student"]["recall"] == first["student"]["recall"]
+
+
+def test_evaluate_refuses_training_overrides(tiny_run, monkeypatch, capsys):
+    out, _, _ = tiny_run
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", out, "train.steps=5")
+    assert code == 2 and "only eval.* overrides" in err
+
+
+def test_report_and_compare_commands(tiny_run, tmp_path, monkeypatch, capsys):
+    out, _, _ = tiny_run
+    assert (out / "report.html").is_file()  # distill wrote it
+    (out / "report.html").unlink()
+    code, stdout, err = run_cli(monkeypatch, capsys, "report", out)
+    assert code == 0, err
+    assert (out / "report.html").is_file() and "<table" in (out / "report.html").read_text()
+    code, stdout, err = run_cli(monkeypatch, capsys, "compare", out, out, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    assert "| student |" in stdout or "student" in stdout
+    assert (tmp_path / "cmp" / "pareto.png").is_file() and (tmp_path / "cmp" / "compare.csv").read_text().count("\n") >= 5
+    code, _, err = run_cli(monkeypatch, capsys, "compare", tmp_path / "nothing", "--out", tmp_path / "cmp2")
+    assert code == 2 and "error: " in err

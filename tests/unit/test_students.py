@@ -1,6 +1,6 @@
 import torch
 
-from kdgen.evaluate import count_params, macs_per_image
+from kdgen.metrics import count_params, macs_per_image
 from kdgen.io import build_model
 from kdgen.models import build_student, prune_init
 from kdgen.sampling import GeneratorSampler

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import _check
-from ..evaluate.quality import load_feature_net
+from ..metrics.quality import load_feature_net
 from ..teacher import Frozen
 from .base import GenBatch, LossTerm, TermContext
 from .registry import METHODS

@@ -11,6 +11,10 @@ from torchvision.utils import make_grid
 ROWS = [
     ("FID", ("fid",), "{:.2f}"),
     ("KID x1000", ("kid",), "{:.2f}"),
+    ("precision", ("precision",), "{:.3f}"),
+    ("recall", ("recall",), "{:.3f}"),
+    ("density", ("density",), "{:.3f}"),
+    ("coverage", ("coverage",), "{:.3f}"),
     ("params", ("params",), "{:,}"),
     ("MACs / image", ("macs",), "{:,}"),
     ("latency b1 (ms)", ("latency_ms", "b1"), "{:.2f}"),
@@ -27,6 +31,17 @@ def _get(d: dict, path: tuple[str, ...]):
     return d
 
 
+def _cell(block: dict, path: tuple[str, ...], value, fmt: str, scale: float) -> str:
+    """`value` formatted, with `± std` when the metric was measured over several seeds."""
+    if value is None:
+        return "-"
+    text = fmt.format(value * scale)
+    std = block.get(f"{path[0]}_std") if len(path) == 1 else None
+    if std and len(block.get("fid_per_seed", [])) > 1:
+        text += " ± " + fmt.format(std * scale)
+    return text
+
+
 def format_table(metrics: dict) -> str:
     """A markdown table: metric | teacher | student | student / teacher."""
     lines = ["| metric | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
@@ -35,8 +50,7 @@ def format_table(metrics: dict) -> str:
         if t is None and s is None:
             continue
         scale = 1000 if path == ("kid",) else (1 / 1024 if path == ("file_bytes",) else 1)
-        ts = fmt.format(t * scale) if t is not None else "-"
-        ss = fmt.format(s * scale) if s is not None else "-"
+        ts, ss = (_cell(metrics.get(who, {}), path, v, fmt, scale) for who, v in (("teacher", t), ("student", s)))
         ratio = f"{s / t:.3f}x" if t not in (None, 0) and s is not None else "-"
         lines.append(f"| {label} | {ts} | {ss} | {ratio} |")
     fid = metrics.get("student", {}).get("fidelity")

@@ -4,7 +4,7 @@ import torch
 from scipy import linalg
 
 from kdgen.data import load_dataset, stack_images
-from kdgen.evaluate import QualityMetric, latency_ms, load_feature_extractor, macs_per_image, psnr
+from kdgen.metrics import QualityMetric, latency_ms, load_feature_extractor, macs_per_image, psnr
 from kdgen.sampling import GeneratorSampler
 
 

@@ -17,6 +17,7 @@ from ..errors import KdgenError
 from ..io import file_sha256, load_model, resolve_path
 from ..models.featnet import FeatureExtractor
 from ..sampling import Sampler
+from .prdc import prdc
 
 
 def load_feature_net(path: str | Path, *, channels: int, key: str = "eval.features"):
@@ -41,10 +42,13 @@ def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[FeatureE
 
 
 class QualityMetric:
-    """FID + KID against one fixed real set; update/compute per generated set."""
+    """FID, KID, precision/recall/density/coverage of generated sets against one fixed real set.
 
-    def __init__(self, extractor: FeatureExtractor, real: torch.Tensor, *, batch_size: int = 500, kid_subset: int = 1000):
-        self.batch_size, self.kid_subset = batch_size, kid_subset
+    Real statistics are computed once; every `score` call sees the same reference.
+    """
+
+    def __init__(self, extractor: FeatureExtractor, real: torch.Tensor, *, batch_size: int = 500, kid_subset: int = 1000, k: int = 5):
+        self.extractor, self.batch_size, self.kid_subset, self.k = extractor, batch_size, kid_subset, k
         subset = min(kid_subset, len(real))
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
         self.kid = KernelInceptionDistance(feature=extractor, reset_real_features=False, subset_size=subset, subsets=50)
@@ -52,11 +56,19 @@ class QualityMetric:
             self.fid.update(chunk, real=True)
             self.kid.update(chunk, real=True)
         self.n_real = len(real)
+        self.real_features = self.features(real)
 
     @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.extractor(chunk).double().cpu() for chunk in images.split(self.batch_size)])
+
     def score(self, fake: torch.Tensor) -> dict[str, float]:
-        if len(fake) < 2:
-            raise KdgenError("FID needs at least 2 generated images; raise eval.num_samples")
+        return self.score_with_features(fake)[0]
+
+    @torch.no_grad()
+    def score_with_features(self, fake: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        if len(fake) <= self.k:
+            raise KdgenError(f"scoring needs more than k={self.k} generated images; raise eval.num_samples")
         self.fid.reset()
         self.kid.reset()
         self.kid.subset_size = min(self.kid_subset, len(fake), self.n_real)  # set per call: sets differ in size
@@ -64,7 +76,10 @@ class QualityMetric:
             self.fid.update(chunk, real=False)
             self.kid.update(chunk, real=False)
         kid_mean, kid_std = self.kid.compute()
-        return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_subset_std": float(kid_std)}
+        feats = self.features(fake)
+        scores = {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_subset_std": float(kid_std)}
+        scores.update(prdc(self.real_features, feats, k=min(self.k, len(feats) - 1, self.n_real - 1)))
+        return scores, feats
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -73,12 +88,26 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, s
 
 
-def evaluate_quality(metric: QualityMetric, sampler: Sampler, *, num_samples: int, seeds: list[int]) -> dict:
-    """FID/KID of `sampler` over `seeds` (mean, std across seeds, and each seed's value)."""
-    per_seed = [metric.score(sampler.sample(num_samples, seed)) for seed in seeds]
-    fid_m, fid_s = mean_std([r["fid"] for r in per_seed])
-    kid_m, kid_s = mean_std([r["kid"] for r in per_seed])
-    return {"fid": fid_m, "fid_std": fid_s, "kid": kid_m, "kid_std": kid_s, "fid_per_seed": [r["fid"] for r in per_seed]}
+SUMMARISED = ("fid", "kid", "precision", "recall", "density", "coverage")
+
+
+def evaluate_quality(metric: QualityMetric, sampler: Sampler, *, num_samples: int, seeds: list[int],
+                     features: dict | None = None) -> dict:
+    """Every metric of `sampler` as mean and std across `seeds` (plus each seed's FID).
+
+    Pass a dict as `features` to receive {seed: generated feature matrix}.
+    """
+    per_seed = []
+    for seed in seeds:
+        scores, feats = metric.score_with_features(sampler.sample(num_samples, seed))
+        per_seed.append(scores)
+        if features is not None:
+            features[seed] = feats
+    out: dict = {}
+    for key in SUMMARISED:
+        out[key], out[f"{key}_std"] = mean_std([r[key] for r in per_seed])
+    out["fid_per_seed"] = [r["fid"] for r in per_seed]
+    return out
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -87,9 +116,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse)
 
 
-def fidelity(student: Sampler, teacher: Sampler, extractor: FeatureExtractor, *, n: int, seed: int) -> dict[str, float]:
-    """How closely the student reproduces the teacher on the same latents: PSNR, L1, feature distance."""
+def fidelity(student: Sampler, teacher: Sampler, extractor: FeatureExtractor, *, n: int, seed: int) -> dict:
+    """How closely the student reproduces the teacher on the same latents: PSNR, L1, feature distance
+    (means, and PSNR and feature distance per image)."""
     s, t = student.sample(n, seed), teacher.sample(n, seed)
     with torch.no_grad():
         fd = (extractor(s) - extractor(t)).norm(dim=1)
-    return {"psnr_db": float(psnr(s, t).mean()), "l1": float((s - t).abs().mean()), "feature_dist": float(fd.mean())}
+    p = psnr(s, t)
+    return {"psnr_db": float(p.mean()), "l1": float((s - t).abs().mean()), "feature_dist": float(fd.mean()),
+            "seed": seed, "count": n, "psnr_db_per_image": [round(v, 3) for v in p.tolist()],
+            "feature_dist_per_image": [round(v, 4) for v in fd.tolist()]}

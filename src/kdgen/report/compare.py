@@ -1,0 +1,97 @@
+"""Several run folders side by side: compare.md, compare.csv and pareto.png in one output folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..errors import KdgenError
+from ..io import atomic_write_text
+from .page import read_metrics
+from .plots import pareto, run_points
+
+# (markdown header, csv header): the CSV keeps raw numbers, FID and its std in two columns
+COLUMNS = [
+    ("run", "run"), ("role", "role"), ("FID ± std", "fid"), (None, "fid_std"), ("KID x1000", "kid"),
+    ("params", "params"), ("MACs / image", "macs"), ("latency b1 (ms)", "latency_b1_ms"),
+    ("latency b64 (ms)", "latency_b64_ms"), ("FID / teacher", "fid_vs_teacher"), ("MACs / teacher", "macs_vs_teacher"),
+]
+
+
+def _load(run: Path) -> dict:
+    """metrics.json of a run folder that has teacher and student measurements; KdgenError naming the path otherwise."""
+    run = Path(run).expanduser()
+    if not (run / "metrics.json").is_file():
+        raise KdgenError(f"'{run}' is not a kdgen run folder (no metrics.json); give folders written by `kdgen distill`")
+    metrics = read_metrics(run)
+    if not metrics.get("teacher") or not metrics.get("student"):
+        raise KdgenError(f"'{run}' has no teacher/student measurements (evaluation was disabled); run `kdgen evaluate {run}` first")
+    return metrics
+
+
+def _labels(runs: list[Path]) -> list[str]:
+    """Each run's folder name, or its whole path where two runs share a name."""
+    names = [r.resolve().name for r in runs]
+    return [name if names.count(name) == 1 else str(r) for name, r in zip(names, runs)]
+
+
+def _ratio(value, base):
+    return value / base if isinstance(value, (int, float)) and isinstance(base, (int, float)) and base else None
+
+
+def _record(label: str, role: str, m: dict, teacher: dict) -> dict:
+    lat = m.get("latency_ms") or {}
+    return {"run": label, "role": role, "fid": m.get("fid"), "fid_std": m.get("fid_std"),
+            "n_seeds": len(m.get("fid_per_seed") or []), "kid": m.get("kid"),
+            "params": m.get("params"), "macs": m.get("macs"), "latency_b1_ms": lat.get("b1"), "latency_b64_ms": lat.get("b64"),
+            "fid_vs_teacher": _ratio(m.get("fid"), teacher.get("fid")), "macs_vs_teacher": _ratio(m.get("macs"), teacher.get("macs"))}
+
+
+def _md_cells(r: dict) -> list[str]:
+    def num(v, fmt):
+        return "-" if v is None else fmt.format(v)
+
+    fid = num(r["fid"], "{:.2f}") + (f" ± {r['fid_std']:.2f}" if r["fid_std"] is not None and r["n_seeds"] > 1 else "")
+    return [r["run"].replace("|", "\\|"), r["role"], fid, num(None if r["kid"] is None else r["kid"] * 1000, "{:.2f}"),
+            num(r["params"], "{:,}"), num(r["macs"], "{:,}"), num(r["latency_b1_ms"], "{:.2f}"),
+            num(r["latency_b64_ms"], "{:.2f}"), num(r["fid_vs_teacher"], "{:.3f}x"), num(r["macs_vs_teacher"], "{:.3f}x")]
+
+
+def to_markdown(records: list[dict]) -> str:
+    headers = [md for md, _ in COLUMNS if md]
+    lines = ["| " + " | ".join(headers) + " |", "|---|---|" + "---:|" * (len(headers) - 2)]
+    lines += ["| " + " | ".join(_md_cells(r)) + " |" for r in records]
+    return "\n".join(lines)
+
+
+def to_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[key for _, key in COLUMNS], lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in records)
+    return buf.getvalue()
+
+
+def compare_runs(runs: list[Path], out: Path) -> dict:
+    """A row per run's teacher and per run's student (ratios vs that run's teacher), and one Pareto plot of them all.
+
+    Writes out/compare.md, out/compare.csv and out/pareto.png; returns {"markdown", "csv", "pareto"}.
+    """
+    if not runs:
+        raise KdgenError("compare needs at least one run folder; give the folders `kdgen distill` wrote")
+    # 1. every run's metrics, checked before anything is written
+    runs = [Path(r).expanduser() for r in runs]
+    all_metrics = [_load(r) for r in runs]
+    # 2. a teacher row and a student row per run
+    records, points = [], []
+    for label, metrics in zip(_labels(runs), all_metrics):
+        records += [_record(label, role, metrics[role], metrics["teacher"]) for role in ("teacher", "student")]
+        points += run_points(label, metrics)
+    # 3. the files
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(records)
+    atomic_write_text(out / "compare.md", markdown + "\n")
+    atomic_write_text(out / "compare.csv", to_csv(records))
+    return {"markdown": markdown, "csv": out / "compare.csv", "pareto": pareto(points, out / "pareto.png")}
