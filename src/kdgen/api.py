@@ -15,6 +15,7 @@ from torch import nn
 from .config import RunConfig, load_config
 from .data import load_dataset, native_shape, stack_images
 from .errors import KdgenError
+from .metrics.classify import classification_scores, predict
 from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
 from .io import atomic_write_bytes, atomic_write_text, build_model, load_model, resolve_path, save_model
 from .methods import GeneratorDistiller, TermContext, build_terms
@@ -211,17 +212,22 @@ def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, 
     return stack_images(_data(cfg, image_size=size, channels=ch, split="test")), f"{cfg.data.name} test split"
 
 
-def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_features: str | Path | None = None) -> Result:
-    """Re-measure a distill run folder (its config.yaml, teacher and student); rewrites metrics.json.
+def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_features: str | Path | None = None,
+             data: str = "mnist5k", out: str | Path | None = None) -> Result:
+    """Re-measure a distill run folder (its config.yaml, teacher and student) and rewrite its metrics.json;
+    or measure one model folder (a generator or a classifier) on `data`, into `out`/metrics.json.
 
     `overrides` may change eval.* only (e.g. "eval.seeds=[0,1,2]", "eval.num_samples=5000").
     """
-    out = Path(run).expanduser()
-    if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
-        raise KdgenError(f"'{out}' is not a finished kdgen run folder (no config.yaml or student/); give the folder `kdgen distill` wrote")
     bad = [o for o in overrides or [] if not o.startswith("eval.")]
     if bad:
         raise KdgenError(f"evaluate takes only eval.* overrides, got '{bad[0]}'; other settings belong to the run's training")
+    path = resolve_path(run)
+    if (path / "model.json").is_file():
+        return evaluate_model(path, overrides, data=data, out=out or Path("runs") / f"eval-{path.name}")
+    out = path
+    if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
+        raise KdgenError(f"'{out}' is neither a finished kdgen run folder (config.yaml + student/) nor a model folder (model.json)")
     cfg = load_config(out / "config.yaml", overrides)
     teacher = load_teacher(cfg.teacher.path)
     student = load_model(out / "student")
@@ -233,6 +239,50 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
     _write_metrics(out, metrics)
     build_report(out)
     return Result(out, metrics, student)
+
+
+def evaluate_model(path: Path, overrides: list[str] | None, *, data: str, out: str | Path) -> Result:
+    """One model measured alone: a generator's quality and cost, or a classifier's accuracy, macro-F1 and cost."""
+    model = load_model(path)
+    family = model.kdgen_meta["family"]
+    cfg = load_config(None, [f"data.name={data}", f"teacher.path={path}", *(overrides or [])])
+    out = Path(out).expanduser()
+    e = cfg.eval
+    weights = path / "model.safetensors"
+    if family.endswith("generator"):
+        size, ch, z_dim = generator_shape(model)
+        extractor, feat_info = load_feature_extractor(e.features, channels=ch)
+        real, ref_name = reference_images(cfg, size, ch)
+        sampler = GeneratorSampler(model, z_dim=z_dim, batch_size=e.batch_size)
+        metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
+        block = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds),
+                 **measure_cost(sampler, weights=weights, repeats=e.latency_repeats)}
+        protocol = {"reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
+                    "feature_net": feat_info, "prdc_k": e.k}
+    elif family == "featnet":
+        size = model.kdgen_meta.get("image_size") or (native_shape(data) or (28, 1))[0]
+        test = load_dataset(data, split="test", image_size=size, channels=model.channels, root=cfg.data.root)
+        block = {**classification_scores(predict(model, test.images), test.labels, model.kdgen_meta["args"].get("num_classes")),
+                 **measure_cost(ClassifierProbe(model, test.images[:1]), weights=weights, repeats=e.latency_repeats)}
+        protocol = {"reference": f"{data} test split", "reference_count": len(test)}
+    else:
+        raise KdgenError(f"'{path}' is a '{family}', which kdgen cannot evaluate alone; give a generator, a classifier or a run folder")
+    metrics = {"model": {"path": str(path), "family": family, **block}, "protocol": protocol}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_metrics(out, metrics)
+    return Result(out, metrics, model)
+
+
+class ClassifierProbe:
+    """The cost face of a classifier: `module` and an example input of the data's shape."""
+
+    steps = 1
+
+    def __init__(self, module: nn.Module, example: torch.Tensor):
+        self.module, self.example = module, example
+
+    def example_input(self, batch: int) -> torch.Tensor:
+        return self.example.expand(batch, *self.example.shape[1:]).contiguous()
 
 
 def report(run: str | Path) -> Path:

@@ -72,12 +72,15 @@ def train_features(config: Path = typer.Argument(..., help="YAML recipe with tas
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(..., help="a run folder written by kdgen distill"),
+    run: Path = typer.Argument(..., help="a run folder written by kdgen distill, or one model folder (generator or classifier, or builtin:NAME)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="eval.* overrides, e.g. eval.num_samples=5000 eval.k=3", show_default=False),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated evaluation seeds: every metric as mean +- std over them"),
     save_features: Optional[Path] = typer.Option(None, "--save-features", help="write real and generated feature matrices + seeds to this .npz"),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="measure in the standard FID Inception-v3 space, weights from this file (pt_inception-2015-12-05)"),
+    data: str = typer.Option("mnist5k", "--data", help="for a single model: the dataset whose test split it is measured on"),
+    out: Optional[Path] = typer.Option(None, "--out", help="for a single model: where metrics.json goes (default runs/eval-NAME)"),
 ) -> None:
-    """Re-measure a run's teacher and student (FID, KID, precision/recall/density/coverage, fidelity, cost)."""
+    """Re-measure a run's teacher and student (FID, KID, precision/recall/density/coverage, fidelity, cost), or one model."""
     from .api import evaluate as ev
 
     extra = list(overrides or [])
@@ -86,7 +89,19 @@ def evaluate(
             extra.append(f"eval.seeds=[{','.join(str(int(x)) for x in seeds.split(','))}]")
         except ValueError:
             raise KdgenError(f"--seeds must be comma-separated integers like 0,1,2, got '{seeds}'") from None
-    _finish(ev(run, extra, save_features=save_features), "teacher vs student")
+    if inception_weights:
+        extra.append(f"eval.features=inception:{inception_weights}")
+    result = ev(str(run), extra, save_features=save_features, data=data, out=out)
+    if "model" in result.metrics:
+        m = result.metrics["model"]
+        keys = ("fid", "kid", "precision", "recall", "density", "coverage", "accuracy", "macro_f1", "errors", "params", "macs")
+        for key in keys:
+            if key in m:
+                typer.echo(f"{key:10s} {m[key]:.4g}" if isinstance(m[key], float) else f"{key:10s} {m[key]:,}")
+        typer.echo(f"latency    b1 {m['latency_ms']['b1']:.2f} ms, b64 {m['latency_ms']['b64']:.2f} ms")
+        typer.echo(f"\nmetrics: {result.out / 'metrics.json'}")
+        return
+    _finish(result, "teacher vs student")
 
 
 @app.command()

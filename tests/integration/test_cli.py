@@ -178,7 +178,7 @@ def test_evaluate_remeasures_a_run_and_keeps_training_record(tiny_run, monkeypat
 
 def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path)
-    assert code == 2 and "is not a finished kdgen run folder" in err
+    assert code == 2 and "is neither a finished kdgen run folder" in err
 
 
 def test_tensorboard_holds_losses_samples_and_final_metrics(tiny_run):
@@ -241,3 +241,24 @@ def test_report_and_compare_commands(tiny_run, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "cmp" / "pareto.png").is_file() and (tmp_path / "cmp" / "compare.csv").read_text().count("\n") >= 5
     code, _, err = run_cli(monkeypatch, capsys, "compare", tmp_path / "nothing", "--out", tmp_path / "cmp2")
     assert code == 2 and "error: " in err
+
+
+def test_inception_space_offline_is_one_sentence(tiny_run, tmp_path, monkeypatch, capsys):
+    out, _, _ = tiny_run
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", out, "--inception-weights", tmp_path / "missing.pth")
+    assert code == 2 and "Inception weights file" in err and "https://" in err
+    (tmp_path / "bad.pth").write_bytes(b"not weights")
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", out, "--inception-weights", tmp_path / "bad.pth")
+    assert code == 2 and "is not a valid Inception weights file" in err
+
+
+def test_evaluate_one_classifier_and_one_generator(tiny_teacher, tmp_path, monkeypatch, capsys):
+    code, stdout, err = run_cli(monkeypatch, capsys, "evaluate", "builtin:featnet-mnist5k", "--out", tmp_path / "c")
+    assert code == 0, err
+    m = json.loads((tmp_path / "c" / "metrics.json").read_text())["model"]
+    assert m["accuracy"] > 0.95 and 0.9 < m["macro_f1"] <= 1 and len(m["per_class_accuracy"]) == 10 and "accuracy" in stdout
+    code, stdout, err = run_cli(monkeypatch, capsys, "evaluate", tiny_teacher, "--out", tmp_path / "g", "eval.num_samples=64",
+                                "eval.latency_repeats=2")
+    assert code == 0, err
+    g = json.loads((tmp_path / "g" / "metrics.json").read_text())["model"]
+    assert g["fid"] > 0 and g["macs"] > 0 and "fid" in stdout

@@ -14,7 +14,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..errors import KdgenError
-from ..io import file_sha256, load_model, resolve_path
+from ..io import file_sha256, load_model, load_state_dict_file, resolve_path
 from ..models.featnet import FeatureExtractor
 from ..sampling import Sampler
 from .prdc import prdc
@@ -33,7 +33,54 @@ def load_feature_net(path: str | Path, *, channels: int, key: str = "eval.featur
     return net
 
 
-def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[FeatureExtractor, dict]:
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+
+
+class InceptionExtractor(torch.nn.Module):
+    """The standard FID Inception-v3 (torch-fidelity's port of the TF graph), 2048-d pool features.
+
+    Images in [-1, 1] become uint8 RGB (grey repeated), as every published FID expects.
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights: str | None):
+        super().__init__()
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        if weights is not None:
+            if not Path(weights).expanduser().is_file():
+                raise KdgenError(f"Inception weights file '{weights}' does not exist; download it from {INCEPTION_URL}")
+            try:  # our own safe read first (weights_only): a pickle with code never reaches torch-fidelity
+                load_state_dict_file(Path(weights).expanduser())
+            except KdgenError as e:
+                raise KdgenError(f"'{weights}' is not a valid Inception weights file ({e}); download it from {INCEPTION_URL}") from None
+        try:
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                          feature_extractor_weights_path=str(Path(weights).expanduser()) if weights else None)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError
+            how = "is not a valid Inception weights file" if weights else f"could not be downloaded ({type(e).__name__})"
+            raise KdgenError(
+                f"the FID Inception network {how}; fetch {INCEPTION_URL} on a machine with internet and pass "
+                "--inception-weights FILE (or eval.features=inception:FILE)"
+            ) from None
+        self.net.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x).reshape(x.shape[0], -1)
+
+
+def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[torch.nn.Module, dict]:
+    """The feature space quality is measured in: a kdgen feature net folder, `inception` or `inception:FILE`."""
+    text = str(path)
+    if text == "inception" or text.startswith("inception:"):
+        weights = text.split(":", 1)[1] if ":" in text else None
+        extractor = InceptionExtractor(weights)
+        digest = file_sha256(Path(weights).expanduser()) if weights else "downloaded torch-fidelity weights"
+        return extractor, {"path": text, "sha256": digest, "num_features": 2048, "layer": "Inception-v3 pool3 (FID standard)"}
     folder = resolve_path(path)
     net = load_feature_net(folder, channels=channels)
     info = {"path": str(path), "sha256": file_sha256(folder / "model.safetensors"), "num_features": net.num_features,
