@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,20 +12,18 @@ import torch
 from torch import nn
 
 from .config import RunConfig, load_config
-from .data import load_dataset, native_shape, stack_images
+from .data import load_dataset, native_shape
 from .errors import KdgenError
-from .metrics.classify import classification_scores, predict
-from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
-from .io import atomic_write_bytes, atomic_write_text, build_model, load_model, resolve_path, save_model
+from .evaluation import evaluate_model, evaluate_pair, generator_shape, run_dataset
+from .io import atomic_write_text, build_model, load_model, resolve_path, save_model
 from .methods import GeneratorDistiller, TermContext, build_terms
 from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
 from .models import build_student
-from .report import format_table, save_grid, save_side_by_side
+from .report import format_table, save_grid
 from .report.compare import compare_runs
 from .report.page import build_report
 from .report.tb import log_final_metrics
-from .sampling import GeneratorSampler
 from .teacher import load_teacher
 from .train import Trainer
 
@@ -50,16 +47,6 @@ def _config(config: Any, overrides: list[str] | None, task: str) -> RunConfig:
     if cfg.task != task:
         raise KdgenError(f"this recipe is for task '{cfg.task}', not '{task}'; run `kdgen {cfg.task}` with it (or set task={task})")
     return cfg
-
-
-def _data(cfg: RunConfig, *, image_size: int, channels: int, split: str = "train") -> torch.utils.data.Dataset:
-    """The run's dataset at the model's size; an explicit data size that disagrees is an error."""
-    for key, want, got in (("image_size", image_size, cfg.data.image_size), ("channels", channels, cfg.data.channels)):
-        if got is not None and got != want:
-            raise KdgenError(
-                f"data.{key}={got} does not match the model's {key} {want}; remove data.{key} or use a model made for {got}"
-            )
-    return load_dataset(cfg.data.name, split=split, image_size=image_size, channels=channels, root=cfg.data.root, on_corrupt=cfg.data.on_corrupt)
 
 
 def _trainer(method, dataset, cfg: RunConfig, out: Path) -> Trainer:
@@ -99,12 +86,6 @@ def _train_record(trained) -> dict:
     return {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from}
 
 
-def generator_shape(model: nn.Module) -> tuple[int, int, int]:
-    """(image_size, channels, z_dim) from a generator's model.json args."""
-    args = model.kdgen_meta["args"]
-    return args.get("image_size", 28), args.get("channels", 1), args.get("z_dim", 100)
-
-
 # --------------------------------------------------------------------------- distill
 
 
@@ -114,7 +95,7 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     # 1. teacher, data at the teacher's shape, student from the teacher's config
     teacher = load_teacher(cfg.teacher.path)
     size, ch, z_dim = generator_shape(teacher)
-    dataset = _data(cfg, image_size=size, channels=ch)
+    dataset = run_dataset(cfg, image_size=size, channels=ch)
     student, student_args = build_student(teacher, width=cfg.student.width, init=cfg.student.init, seed=cfg.train.seed)
     # 2. the method: a weighted mix of registered loss terms
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=size, channels=ch, z_dim=z_dim)
@@ -134,84 +115,6 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     return Result(out, metrics, trained.student, trained.seconds)
 
 
-def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, save_features: Path | None = None) -> dict:
-    """Teacher and student measured by the same code on the same seeds; writes samples/, returns the metrics.
-
-    `save_features`: also write the real and generated feature matrices and the seeds to this .npz.
-    """
-    size, ch, z_dim = generator_shape(teacher)
-    e = cfg.eval
-    samplers = {"teacher": GeneratorSampler(teacher, z_dim=z_dim, batch_size=e.batch_size),
-                "student": GeneratorSampler(student, z_dim=z_dim, batch_size=e.batch_size)}
-    extractor, feat_info = load_feature_extractor(e.features, channels=ch)
-    real, ref_name = reference_images(cfg, size, ch)
-    metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
-    files = {"teacher": resolve_path(cfg.teacher.path) / "model.safetensors", "student": out / "student" / "model.safetensors"}
-    metrics: dict[str, Any] = {}
-    feats: dict[str, dict] = {}
-    for name, sampler in samplers.items():
-        t0 = time.perf_counter()
-        feats[name] = {}
-        metrics[name] = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds, features=feats[name]),
-                         **measure_cost(sampler, weights=files[name], repeats=e.latency_repeats)}
-        metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    if save_features is not None:
-        _save_features(save_features, metric.real_features, feats, e.seeds)
-    metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], extractor, n=min(e.num_samples, 500), seed=e.seeds[0])
-    metrics["protocol"] = {
-        "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
-        "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
-        "kid_subset_size": min(metric.kid_subset, len(real), e.num_samples), "prdc_k": e.k,
-        "real_train_vs_reference": _floor(cfg, metric, size, ch, e.num_samples),
-        "caveats": _caveats(cfg),
-    }
-    panels = {k: s.sample(64, e.seeds[0]) for k, s in samplers.items()}
-    save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
-    save_grid(panels["student"], out / "samples" / "student.png")
-    return metrics
-
-
-def _save_features(path: Path, real: torch.Tensor, feats: dict[str, dict], seeds: list[int]) -> None:
-    """real [N, D], <who>_seed<s> [M, D] for each model and seed, and the seeds: recompute any score elsewhere."""
-    import io
-
-    import numpy as np
-
-    arrays = {"real": real.numpy(), "seeds": np.asarray(seeds)}
-    for who, by_seed in feats.items():
-        for seed, f in by_seed.items():
-            arrays[f"{who}_seed{seed}"] = f.numpy()
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def _floor(cfg: RunConfig, metric: QualityMetric, size: int, ch: int, n: int) -> dict | None:
-    """FID/KID of real training images vs the reference: the best score this protocol allows."""
-    if cfg.data.name.startswith("folder:"):
-        return None  # a folder is both training data and reference: no independent real set
-    train_real = stack_images(_data(cfg, image_size=size, channels=ch), n)
-    floor = metric.score(train_real)
-    return {"fid": floor["fid"], "kid": floor["kid"], "count": len(train_real)}
-
-
-def _caveats(cfg: RunConfig) -> list[str]:
-    notes = []
-    perceptual = cfg.methods.get("perceptual")
-    if perceptual is not None and resolve_path(perceptual.get("features", "builtin:featnet-mnist5k")) == resolve_path(cfg.eval.features):
-        notes.append("the perceptual loss trained the student in the same feature space FID/KID are measured in")
-    if cfg.data.name.startswith("folder:"):
-        notes.append("folder data: the reference set is the training set (no held-out split)")
-    return notes
-
-
-def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, str]:
-    """The held-out real images FID is measured against (a folder has no split: all of it)."""
-    if cfg.data.name.startswith("folder:"):
-        return stack_images(_data(cfg, image_size=size, channels=ch)), f"all of {cfg.data.name} (a folder has no held-out split)"
-    return stack_images(_data(cfg, image_size=size, channels=ch, split="test")), f"{cfg.data.name} test split"
-
-
 def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_features: str | Path | None = None,
              data: str = "mnist5k", out: str | Path | None = None) -> Result:
     """Re-measure a distill run folder (its config.yaml, teacher and student) and rewrite its metrics.json;
@@ -224,7 +127,11 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
         raise KdgenError(f"evaluate takes only eval.* overrides, got '{bad[0]}'; other settings belong to the run's training")
     path = resolve_path(run)
     if (path / "model.json").is_file():
-        return evaluate_model(path, overrides, data=data, out=out or Path("runs") / f"eval-{path.name}")
+        out = Path(out or Path("runs") / f"eval-{path.name}").expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = evaluate_model(path, overrides, data=data)
+        _write_metrics(out, metrics)
+        return Result(out, metrics)
     out = path
     if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
         raise KdgenError(f"'{out}' is neither a finished kdgen run folder (config.yaml + student/) nor a model folder (model.json)")
@@ -239,50 +146,6 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
     _write_metrics(out, metrics)
     build_report(out)
     return Result(out, metrics, student)
-
-
-def evaluate_model(path: Path, overrides: list[str] | None, *, data: str, out: str | Path) -> Result:
-    """One model measured alone: a generator's quality and cost, or a classifier's accuracy, macro-F1 and cost."""
-    model = load_model(path)
-    family = model.kdgen_meta["family"]
-    cfg = load_config(None, [f"data.name={data}", f"teacher.path={path}", *(overrides or [])])
-    out = Path(out).expanduser()
-    e = cfg.eval
-    weights = path / "model.safetensors"
-    if family.endswith("generator"):
-        size, ch, z_dim = generator_shape(model)
-        extractor, feat_info = load_feature_extractor(e.features, channels=ch)
-        real, ref_name = reference_images(cfg, size, ch)
-        sampler = GeneratorSampler(model, z_dim=z_dim, batch_size=e.batch_size)
-        metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
-        block = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds),
-                 **measure_cost(sampler, weights=weights, repeats=e.latency_repeats)}
-        protocol = {"reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
-                    "feature_net": feat_info, "prdc_k": e.k}
-    elif family == "featnet":
-        size = model.kdgen_meta.get("image_size") or (native_shape(data) or (28, 1))[0]
-        test = load_dataset(data, split="test", image_size=size, channels=model.channels, root=cfg.data.root)
-        block = {**classification_scores(predict(model, test.images), test.labels, model.kdgen_meta["args"].get("num_classes")),
-                 **measure_cost(ClassifierProbe(model, test.images[:1]), weights=weights, repeats=e.latency_repeats)}
-        protocol = {"reference": f"{data} test split", "reference_count": len(test)}
-    else:
-        raise KdgenError(f"'{path}' is a '{family}', which kdgen cannot evaluate alone; give a generator, a classifier or a run folder")
-    metrics = {"model": {"path": str(path), "family": family, **block}, "protocol": protocol}
-    out.mkdir(parents=True, exist_ok=True)
-    _write_metrics(out, metrics)
-    return Result(out, metrics, model)
-
-
-class ClassifierProbe:
-    """The cost face of a classifier: `module` and an example input of the data's shape."""
-
-    steps = 1
-
-    def __init__(self, module: nn.Module, example: torch.Tensor):
-        self.module, self.example = module, example
-
-    def example_input(self, batch: int) -> torch.Tensor:
-        return self.example.expand(batch, *self.example.shape[1:]).contiguous()
 
 
 def report(run: str | Path) -> Path:
@@ -313,7 +176,7 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
                           discriminator=discriminator)
     method = GeneratorDistiller(student=generator, teacher=None, terms={"adversarial": adv}, z_dim=args["z_dim"])
     # 2. data, train, save
-    dataset = _data(cfg, image_size=args["image_size"], channels=args["channels"])
+    dataset = run_dataset(cfg, image_size=args["image_size"], channels=args["channels"])
     out, trained = _train(method, dataset, cfg, resume)
     if not trained.is_main:
         return Result(out)
