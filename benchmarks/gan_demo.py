@@ -23,6 +23,7 @@ from _common import header, write_section  # noqa: E402
 import kdgen  # noqa: E402
 
 RECIPE = "configs/gan/mnist5k-demo.yaml"
+HERE = Path(__file__).resolve().parent
 SCRATCH = ["student.init=random", "methods={adversarial: {weight: 1.0, init: random}}", "train.lr=0.0002", "train.grad_clip=0"]
 
 RUNS = [  # (name, what it shows, overrides)
@@ -58,9 +59,12 @@ def main() -> None:
         print(f"[{name}] FID {result.metrics['student']['fid']:.2f} (teacher {result.metrics['teacher']['fid']:.2f}) "
               f"in {rows[name][3] / 60:.1f} min", flush=True)
     body = report(rows, args, time.perf_counter() - t_all)
-    print(body)
     if not args.quick or args.write:
+        # the trade curve as a picture: every row's teacher and student, FID vs MACs and vs latency
+        kdgen.compare([f"{args.out}/{name}" for name in rows], HERE / "gan_demo")
+        body += "\n\nPareto plot of every row (`kdgen compare`): ![pareto](gan_demo/pareto.png); table: [gan_demo/compare.md](gan_demo/compare.md)."
         write_section("gan_demo", body)
+    print(body)
 
 
 def _teacher_training_seconds() -> str:

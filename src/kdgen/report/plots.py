@@ -86,12 +86,18 @@ def _number(v) -> bool:
 def _label_points(ax, points: list[dict], key: str) -> None:
     """One label per place (one teacher shared by several runs gets one joined label), pointing inwards."""
     labels: dict[tuple[float, float], list[str]] = {}
+    teachers = [p for p in points if p.get("role") == "teacher"]
     for p in points:
+        if p.get("role") == "teacher" and len(teachers) > 1 and p is not teachers[0]:
+            continue  # several runs of one teacher: label it once (its points differ only by timing noise)
         labels.setdefault((p[key], p["fid"]), []).append(str(p.get("label", "")))
     mid = math.sqrt(min(x for x, _ in labels) * max(x for x, _ in labels))
     for xy, names in labels.items():
         right = xy[0] > mid
-        ax.annotate(", ".join(names), xy, textcoords="offset points", xytext=(-6 if right else 6, 4),
+        text = names[0] if len(names) == 1 else ", ".join(names)
+        if teachers and len(teachers) > 1 and names[0] == str(teachers[0].get("label", "")):
+            text = f"teacher ({len(teachers)} runs)"
+        ax.annotate(text, xy, textcoords="offset points", xytext=(-6 if right else 6, 4),
                     ha="right" if right else "left", fontsize=7)
 
 
