@@ -15,7 +15,8 @@ from .config import RunConfig, load_config
 from .data import load_dataset, native_shape
 from .errors import KdgenError
 from .evaluation import evaluate_model, evaluate_pair, generator_shape, run_dataset
-from .io import atomic_write_text, build_model, load_model, resolve_path, save_model
+from .metrics import load_feature_extractor
+from .io import atomic_write_text, build_model, ensure_dir, load_model, resolve_path, save_model
 from .methods import GeneratorDistiller, TermContext, build_terms
 from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
@@ -61,8 +62,7 @@ def _trainer(method, dataset, cfg: RunConfig, out: Path) -> Trainer:
 def _prepare_out(cfg: RunConfig, resume: bool) -> Path:
     """Create the run folder and save the resolved config; called only once everything is built,
     so a recipe that fails to build never overwrites an existing run's config.yaml."""
-    out = Path(cfg.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(cfg.out, what="the run folder (out)")
     saved = out / "config.yaml"
     if resume and saved.exists():
         prev = load_config(saved)
@@ -100,6 +100,8 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     # 2. the method: a weighted mix of registered loss terms
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=size, channels=ch, z_dim=z_dim)
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_dim=z_dim)
+    if cfg.eval.enabled:
+        load_feature_extractor(cfg.eval.features, channels=ch)  # a bad eval.features fails now, not after training
     # 3. train, save the (EMA) student
     out, trained = _train(method, dataset, cfg, resume)
     if not trained.is_main:
@@ -126,12 +128,17 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
     if bad:
         raise KdgenError(f"evaluate takes only eval.* overrides, got '{bad[0]}'; other settings belong to the run's training")
     path = resolve_path(run)
+    if save_features is not None and Path(save_features).expanduser().is_dir():
+        raise KdgenError(f"--save-features '{save_features}' is a folder; give a file name such as features.npz")
     if (path / "model.json").is_file():
-        out = Path(out or Path("runs") / f"eval-{path.name}").expanduser()
-        out.mkdir(parents=True, exist_ok=True)
+        if save_features is not None:
+            raise KdgenError("--save-features applies to run folders (teacher and student); for one model, drop it")
         metrics = evaluate_model(path, overrides, data=data)
+        out = ensure_dir(out or Path("runs") / f"eval-{path.name}")
         _write_metrics(out, metrics)
         return Result(out, metrics)
+    if out is not None or data != "mnist5k":
+        raise KdgenError("--out and --data apply to one model; a run folder is measured on its own data and rewritten in place")
     out = path
     if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
         raise KdgenError(f"'{out}' is neither a finished kdgen run folder (config.yaml + student/) nor a model folder (model.json)")

@@ -76,7 +76,7 @@ def evaluate(
     overrides: Optional[List[str]] = typer.Argument(None, help="eval.* overrides, e.g. eval.num_samples=5000 eval.k=3", show_default=False),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated evaluation seeds: every metric as mean +- std over them"),
     save_features: Optional[Path] = typer.Option(None, "--save-features", help="write real and generated feature matrices + seeds to this .npz"),
-    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="measure in the standard FID Inception-v3 space, weights from this file (pt_inception-2015-12-05)"),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="measure in the standard FID Inception-v3 space, weights from this file (torch-fidelity weights-inception-2015-12-05-6726825d.pth)"),
     data: str = typer.Option("mnist5k", "--data", help="for a single model: the dataset whose test split it is measured on"),
     out: Optional[Path] = typer.Option(None, "--out", help="for a single model: where metrics.json goes (default runs/eval-NAME)"),
 ) -> None:

@@ -258,10 +258,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise KdgenError(f"config file '{p}' does not exist; give the path of a YAML recipe (see configs/)")
+    if p.is_dir():
+        raise KdgenError(f"'{p}' is a folder, not a YAML recipe; give a file such as configs/gan/mnist5k-demo.yaml")
     try:
         raw = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError:
+        raise KdgenError(f"config file '{p}' is not UTF-8 text; give a YAML recipe") from None
     except yaml.YAMLError as e:
         raise KdgenError(f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
     if raw is None:
@@ -297,8 +301,8 @@ def load_config(
 def _validate(cfg: RunConfig) -> None:
     if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
         raise KdgenError(f"config key 'train.betas' must be two numbers in [0, 1), got {cfg.train.betas}")
-    if not cfg.eval.seeds:
-        raise KdgenError("config key 'eval.seeds' must list at least one seed, e.g. [0]")
+    if not cfg.eval.seeds or len(set(cfg.eval.seeds)) != len(cfg.eval.seeds):
+        raise KdgenError(f"config key 'eval.seeds' must list distinct seeds, at least one (e.g. [0, 1, 2]), got {cfg.eval.seeds}")
     if cfg.task == "distill":
         from .methods import parse_methods
 

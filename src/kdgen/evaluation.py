@@ -64,7 +64,8 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
         metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
     if save_features is not None:
         _save_features(save_features, metric.real_features, feats, e.seeds)
-    metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], extractor, n=min(e.num_samples, 500), seed=e.seeds[0])
+    metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], extractor, n=min(e.num_samples, 500), seed=e.seeds[0],
+                                          batch_size=e.batch_size)
     metrics["protocol"] = {
         "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
         "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
@@ -119,7 +120,8 @@ def evaluate_model(path: Path, overrides: list[str] | None, *, data: str) -> dic
     """One model measured alone: a generator's quality and cost, or a classifier's accuracy, macro-F1 and cost."""
     model = load_model(path)
     family = model.kdgen_meta["family"]
-    cfg = load_config(None, [f"data.name={data}", f"teacher.path={path}", *(overrides or [])])
+    cfg = load_config(None, [*(overrides or [])])
+    cfg.data.name = data
     e = cfg.eval
     weights = path / "model.safetensors"
     if family.endswith("generator"):
@@ -133,6 +135,8 @@ def evaluate_model(path: Path, overrides: list[str] | None, *, data: str) -> dic
         protocol = {"reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
                     "feature_net": feat_info, "prdc_k": e.k}
     elif family == "featnet":
+        if data.startswith("folder:"):
+            raise KdgenError("a classifier is measured on labelled data; a folder has no labels - give --data mnist5k, digits, mnist, fashion-mnist or cifar10")
         size = model.kdgen_meta.get("image_size") or (native_shape(data) or (28, 1))[0]
         test = load_dataset(data, split="test", image_size=size, channels=model.channels, root=cfg.data.root)
         block = {**classification_scores(predict(model, test.images), test.labels, model.kdgen_meta["args"].get("num_classes")),

@@ -68,6 +68,16 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def ensure_dir(path: str | Path, *, what: str = "output folder") -> Path:
+    """mkdir -p, or a sentence when a file is in the way."""
+    p = Path(path).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise KdgenError(f"cannot use '{p}' as {what}: a file is in the way; give another path") from None
+    return p
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -168,10 +178,11 @@ def read_model_json(folder: Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise KdgenError(f"'{meta_path}' is not valid JSON ({e}); restore it from the run that wrote it") from None
-    if not isinstance(meta, dict) or "family" not in meta or not isinstance(meta.get("args", {}), dict):
-        raise KdgenError(f"'{meta_path}' lacks 'family' and 'args'; it was not written by kdgen")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KdgenError(f"'{meta_path}' is not valid JSON ({type(e).__name__}); restore it from the run that wrote it") from None
+    if (not isinstance(meta, dict) or not isinstance(meta.get("family"), str) or not isinstance(meta.get("args", {}), dict)
+            or not isinstance(meta.get("weights", "model.safetensors"), str)):
+        raise KdgenError(f"'{meta_path}' lacks a string 'family', an 'args' mapping or a string 'weights'; it was not written by kdgen")
     return meta
 
 

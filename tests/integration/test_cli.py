@@ -262,3 +262,23 @@ def test_evaluate_one_classifier_and_one_generator(tiny_teacher, tmp_path, monke
     assert code == 0, err
     g = json.loads((tmp_path / "g" / "metrics.json").read_text())["model"]
     assert g["fid"] > 0 and g["macs"] > 0 and "fid" in stdout
+
+
+def test_output_paths_blocked_by_files_are_sentences(tiny_run, tiny_teacher, tmp_path, monkeypatch, capsys):
+    out, _, _ = tiny_run
+    blocker = tmp_path / "afile.txt"
+    blocker.write_text("x")
+    cases = [("distill", "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, blocker)),
+             ("compare", out, "--out", blocker),
+             ("evaluate", out, "--save-features", tmp_path),
+             ("evaluate", "builtin:featnet-mnist5k", "--data", f"folder:{tmp_path}")]
+    for args in cases:
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err, (args, err)
+
+
+def test_bad_feature_net_fails_before_training(tiny_teacher, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
+                           *tiny_overrides(tiny_teacher, tmp_path / "r"), f"eval.features={tmp_path / 'nothing'}")
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "r" / "state").exists()  # no training happened

@@ -68,3 +68,17 @@ def test_saved_config_round_trips(tmp_path):
     cfg.save(tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["steps"] == 7
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_non_utf8_recipe_folder_recipe_and_duplicate_seeds(tmp_path):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(KdgenError, match="not UTF-8"):
+        load_config(tmp_path / "bin.yaml")
+    with pytest.raises(KdgenError, match="is a folder, not a YAML recipe"):
+        load_config(tmp_path)
+    with pytest.raises(KdgenError, match="distinct seeds"):
+        load_config(None, ["eval.seeds=[0,0]"])
+
+
+def test_scientific_notation_is_a_float():
+    assert load_config(None, ["train.lr=1e-4"]).train.lr == 1e-4

@@ -82,3 +82,14 @@ def test_same_seed_same_samples(tiny_teacher):
     s = GeneratorSampler(load_model(tiny_teacher), z_dim=16)
     assert torch.equal(s.sample(10, seed=3), s.sample(10, seed=3))
     assert not torch.equal(s.sample(10, seed=3), s.sample(10, seed=4))
+
+
+def test_scores_do_not_depend_on_the_callers_rng(setup):
+    _, _, metric = setup
+    fake = stack_images(load_dataset("mnist5k", split="train"), 600)
+    torch.manual_seed(1)
+    a = metric.score_with_features(fake, seed=3)[0]
+    torch.manual_seed(2)
+    torch.rand(1000)
+    b = metric.score_with_features(fake, seed=3)[0]
+    assert a == b

@@ -20,6 +20,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, *, image_size: int, channels: int, on_corrupt: str = "error"):
         self.root = Path(root).expanduser()
+        if self.root.is_file():
+            raise KdgenError(f"'{self.root}' is a file, not a folder of images; give data.name=folder:PATH with a folder")
         if not self.root.is_dir():
             raise KdgenError(f"image folder '{self.root}' does not exist; give data.name=folder:PATH with an existing folder")
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())

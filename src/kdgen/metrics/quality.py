@@ -7,6 +7,7 @@ reference set, the same seeds and the same sample count.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,6 +15,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..errors import KdgenError
+
+# torchmetrics warns on every KID that it keeps the features in memory: expected at our sizes
+warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance` will save all extracted features")
 from ..io import file_sha256, load_model, load_state_dict_file, resolve_path
 from ..models.featnet import FeatureExtractor
 from ..sampling import Sampler
@@ -95,6 +99,8 @@ class QualityMetric:
     """
 
     def __init__(self, extractor: FeatureExtractor, real: torch.Tensor, *, batch_size: int = 500, kid_subset: int = 1000, k: int = 5):
+        if len(real) <= k:
+            raise KdgenError(f"the reference set has {len(real)} images; it needs more than eval.k={k} (lower eval.k or use more real images)")
         self.extractor, self.batch_size, self.kid_subset, self.k = extractor, batch_size, kid_subset, k
         subset = min(kid_subset, len(real))
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
@@ -113,19 +119,21 @@ class QualityMetric:
         return self.score_with_features(fake)[0]
 
     @torch.no_grad()
-    def score_with_features(self, fake: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    def score_with_features(self, fake: torch.Tensor, seed: int = 0) -> tuple[dict[str, float], torch.Tensor]:
         if len(fake) <= self.k:
-            raise KdgenError(f"scoring needs more than k={self.k} generated images; raise eval.num_samples")
+            raise KdgenError(f"scoring needs more than eval.k={self.k} generated images; raise eval.num_samples or lower eval.k")
         self.fid.reset()
         self.kid.reset()
         self.kid.subset_size = min(self.kid_subset, len(fake), self.n_real)  # set per call: sets differ in size
         for chunk in fake.split(self.batch_size):
             self.fid.update(chunk, real=False)
             self.kid.update(chunk, real=False)
-        kid_mean, kid_std = self.kid.compute()
+        with torch.random.fork_rng(devices=[]):  # KID draws random subsets: seed them, leave the caller's RNG alone
+            torch.manual_seed(seed)
+            kid_mean, kid_std = self.kid.compute()
         feats = self.features(fake)
         scores = {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_subset_std": float(kid_std)}
-        scores.update(prdc(self.real_features, feats, k=min(self.k, len(feats) - 1, self.n_real - 1)))
+        scores.update(prdc(self.real_features, feats, k=self.k))
         return scores, feats
 
 
@@ -146,7 +154,7 @@ def evaluate_quality(metric: QualityMetric, sampler: Sampler, *, num_samples: in
     """
     per_seed = []
     for seed in seeds:
-        scores, feats = metric.score_with_features(sampler.sample(num_samples, seed))
+        scores, feats = metric.score_with_features(sampler.sample(num_samples, seed), seed)
         per_seed.append(scores)
         if features is not None:
             features[seed] = feats
@@ -163,13 +171,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse)
 
 
-def fidelity(student: Sampler, teacher: Sampler, extractor: FeatureExtractor, *, n: int, seed: int) -> dict:
+def fidelity(student: Sampler, teacher: Sampler, extractor: FeatureExtractor, *, n: int, seed: int, batch_size: int = 250) -> dict:
     """How closely the student reproduces the teacher on the same latents: PSNR, L1, feature distance
     (means, and PSNR and feature distance per image)."""
     s, t = student.sample(n, seed), teacher.sample(n, seed)
     with torch.no_grad():
-        fd = (extractor(s) - extractor(t)).norm(dim=1)
-    p = psnr(s, t)
-    return {"psnr_db": float(p.mean()), "l1": float((s - t).abs().mean()), "feature_dist": float(fd.mean()),
+        fd = torch.cat([(extractor(a) - extractor(b)).norm(dim=1).cpu() for a, b in zip(s.split(batch_size), t.split(batch_size))])
+    p, l1 = psnr(s, t), (s - t).abs().flatten(1).mean(1)
+    return {"psnr_db": float(p.mean()), "l1": float(l1.mean()), "feature_dist": float(fd.mean()),
             "seed": seed, "count": n, "psnr_db_per_image": [round(v, 3) for v in p.tolist()],
-            "feature_dist_per_image": [round(v, 4) for v in fd.tolist()]}
+            "l1_per_image": [round(v, 5) for v in l1.tolist()], "feature_dist_per_image": [round(v, 4) for v in fd.tolist()]}

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from ..errors import KdgenError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, ensure_dir
 from .page import read_metrics
 from .plots import pareto, run_points
 
@@ -90,7 +90,7 @@ def compare_runs(runs: list[Path], out: Path) -> dict:
         points += run_points(label, metrics)
     # 3. the files
     out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out)
     markdown = to_markdown(records)
     atomic_write_text(out / "compare.md", markdown + "\n")
     atomic_write_text(out / "compare.csv", to_csv(records))

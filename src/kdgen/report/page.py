@@ -25,6 +25,22 @@ code { word-break: break-all; }
 """
 
 
+def _well_formed(metrics: dict) -> bool:
+    """Sections are mappings and the numbers the page and compare read are numbers (or absent)."""
+    for section in ("teacher", "student", "protocol", "train"):
+        if section in metrics and not isinstance(metrics[section], dict):
+            return False
+    for who in ("teacher", "student"):
+        block = metrics.get(who, {})
+        for key in ("fid", "fid_std", "kid", "params", "macs", "file_bytes"):
+            if block.get(key) is not None and not isinstance(block[key], (int, float)):
+                return False
+        if "latency_ms" in block and not isinstance(block["latency_ms"], dict):
+            return False
+    floor = metrics.get("protocol", {}).get("real_train_vs_reference")
+    return floor is None or (isinstance(floor, dict) and {"fid", "kid"} <= set(floor))
+
+
 def read_metrics(run: Path) -> dict:
     """A run folder's metrics.json; KdgenError (one sentence) when the folder or the file is missing or broken."""
     run = Path(run)
@@ -35,10 +51,12 @@ def read_metrics(run: Path) -> dict:
         raise KdgenError(f"'{run}' has no metrics.json; run `kdgen distill` or `kdgen evaluate` on it first")
     try:
         metrics = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise KdgenError(f"'{path}' is not UTF-8 JSON; re-run `kdgen evaluate {run}` to rewrite it") from None
     except json.JSONDecodeError as e:
         raise KdgenError(f"'{path}' is not valid JSON ({e.msg}); re-run `kdgen evaluate {run}` to rewrite it") from e
-    if not isinstance(metrics, dict):
-        raise KdgenError(f"'{path}' is not a kdgen metrics file (expected a JSON object); re-run `kdgen evaluate {run}` to rewrite it")
+    if not isinstance(metrics, dict) or not _well_formed(metrics):
+        raise KdgenError(f"'{path}' is not a kdgen metrics file (wrong structure); re-run `kdgen evaluate {run}` to rewrite it")
     return metrics
 
 

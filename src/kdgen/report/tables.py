@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
+
+from ..io import atomic_write_bytes
 
 ROWS = [
     ("FID", ("fid",), "{:.2f}"),
@@ -65,10 +68,15 @@ def to_pil(images: torch.Tensor, nrow: int = 8) -> Image.Image:
     return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 or (arr[:, :, 0] == arr[:, :, 1]).all() else arr)
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(images, nrow).save(path)
+def _save_png(image: Image.Image, path: Path) -> Path:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
+    return _save_png(to_pil(images, nrow), path)
 
 
 def save_side_by_side(panels: dict[str, torch.Tensor], path: Path, nrow: int = 8) -> Path:
@@ -81,6 +89,4 @@ def save_side_by_side(panels: dict[str, torch.Tensor], path: Path, nrow: int = 8
     for g in grids:
         canvas.paste(g, (x, 0))
         x += g.width + gap
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    return _save_png(canvas, path)
