@@ -83,7 +83,8 @@ def _write_metrics(out: Path, metrics: dict) -> None:
 
 
 def _train_record(trained) -> dict:
-    return {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from}
+    return {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from,
+            "processes": trained.processes}
 
 
 # --------------------------------------------------------------------------- distill

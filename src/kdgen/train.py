@@ -51,6 +51,7 @@ class TrainResult:
     logs: dict[str, float] = field(default_factory=dict)
     resumed_from: int = 0
     is_main: bool = True  # only the main process saves models and evaluates
+    processes: int = 1
 
 
 class Trainer:
@@ -67,6 +68,7 @@ class Trainer:
         self.steps, self.grad_clip, self.ema_decay, self.seed = steps, grad_clip, ema, seed
         self.checkpoint_every, self.log_every, self.sample_every = checkpoint_every, log_every, sample_every
         self.acc = Accelerator(
+            cpu=not torch.cuda.is_available(),  # without it, torchrun's CPU processes each run alone (no gloo group)
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e shuffles with seed + e
         )
@@ -138,7 +140,8 @@ class Trainer:
 
         start = self.load_state() if resume else 0
         if start >= self.steps:
-            return TrainResult(start, 0.0, self._student(), {}, resumed_from=start, is_main=self.acc.is_main_process)
+            return TrainResult(start, 0.0, self._student(), {}, resumed_from=start, is_main=self.acc.is_main_process,
+                               processes=self.acc.num_processes)
         writer = self._writer()
         bar = tqdm(total=self.steps, initial=start, disable=not self.acc.is_main_process, dynamic_ncols=True, desc="train")
         batches = self._batches(start)
@@ -183,7 +186,7 @@ class Trainer:
             writer.close()
         self.acc.wait_for_everyone()
         return TrainResult(self.steps, time.perf_counter() - t0, self._student(), logs, resumed_from=start,
-                           is_main=self.acc.is_main_process)
+                           is_main=self.acc.is_main_process, processes=self.acc.num_processes)
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         ok = torch.isfinite(loss.detach()).float().reshape(1)

@@ -47,7 +47,8 @@ def test_two_process_torchrun_distill(tiny_teacher, tmp_path):
            "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, out, steps=4, **{"eval.enabled": "false"})]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((out / "metrics.json").read_text())["train"]["steps"] == 4
+    train = json.loads((out / "metrics.json").read_text())["train"]
+    assert train["steps"] == 4 and train["processes"] == 2  # one gloo group, not two lone runs
     assert load_model(out / "student") is not None
 
 
