@@ -41,6 +41,28 @@ def generator_shape(model: nn.Module) -> tuple[int, int, int]:
     return args.get("image_size", 28), args.get("channels", 1), args.get("z_dim", 100)
 
 
+def measure_samplers(cfg: RunConfig, samplers: dict[str, GeneratorSampler], weights: dict[str, Path], *, size: int, ch: int,
+                     features: dict[str, dict] | None = None) -> tuple[dict[str, Any], QualityMetric]:
+    """Every sampler's quality (all seeds) and cost, against one reference set, plus the protocol that says how."""
+    e = cfg.eval
+    extractor, feat_info = load_feature_extractor(e.features, channels=ch)
+    real, ref_name = reference_images(cfg, size, ch)
+    metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
+    metrics: dict[str, Any] = {}
+    for name, sampler in samplers.items():
+        t0 = time.perf_counter()
+        feats = features.setdefault(name, {}) if features is not None else None
+        metrics[name] = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds, features=feats),
+                         **measure_cost(sampler, weights=weights[name], repeats=e.latency_repeats)}
+        metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["protocol"] = {
+        "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
+        "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
+        "kid_subset_size": min(metric.kid_subset, len(real), e.num_samples), "prdc_k": e.k,
+    }
+    return metrics, metric
+
+
 def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, save_features: Path | None = None) -> dict:
     """Teacher and student measured by the same code on the same seeds; writes samples/, returns the metrics.
 
@@ -50,29 +72,15 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     e = cfg.eval
     samplers = {"teacher": GeneratorSampler(teacher, z_dim=z_dim, batch_size=e.batch_size),
                 "student": GeneratorSampler(student, z_dim=z_dim, batch_size=e.batch_size)}
-    extractor, feat_info = load_feature_extractor(e.features, channels=ch)
-    real, ref_name = reference_images(cfg, size, ch)
-    metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
-    files = {"teacher": resolve_path(cfg.teacher.path) / "model.safetensors", "student": out / "student" / "model.safetensors"}
-    metrics: dict[str, Any] = {}
+    weights = {"teacher": resolve_path(cfg.teacher.path) / "model.safetensors", "student": out / "student" / "model.safetensors"}
     feats: dict[str, dict] = {}
-    for name, sampler in samplers.items():
-        t0 = time.perf_counter()
-        feats[name] = {}
-        metrics[name] = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds, features=feats[name]),
-                         **measure_cost(sampler, weights=files[name], repeats=e.latency_repeats)}
-        metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    metrics, metric = measure_samplers(cfg, samplers, weights, size=size, ch=ch, features=feats)
     if save_features is not None:
         _save_features(save_features, metric.real_features, feats, e.seeds)
-    metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], extractor, n=min(e.num_samples, 500), seed=e.seeds[0],
-                                          batch_size=e.batch_size)
-    metrics["protocol"] = {
-        "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
-        "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
-        "kid_subset_size": min(metric.kid_subset, len(real), e.num_samples), "prdc_k": e.k,
-        "real_train_vs_reference": _floor(cfg, metric, size, ch, e.num_samples),
-        "caveats": _caveats(cfg),
-    }
+    metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], metric.extractor,
+                                              n=min(e.num_samples, 500), seed=e.seeds[0], batch_size=e.batch_size)
+    metrics["protocol"]["real_train_vs_reference"] = _floor(cfg, metric, size, ch, e.num_samples)
+    metrics["protocol"]["caveats"] = _caveats(cfg)
     panels = {k: s.sample(64, e.seeds[0]) for k, s in samplers.items()}
     save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
     save_grid(panels["student"], out / "samples" / "student.png")
@@ -126,14 +134,9 @@ def evaluate_model(path: Path, overrides: list[str] | None, *, data: str) -> dic
     weights = path / "model.safetensors"
     if family.endswith("generator"):
         size, ch, z_dim = generator_shape(model)
-        extractor, feat_info = load_feature_extractor(e.features, channels=ch)
-        real, ref_name = reference_images(cfg, size, ch)
         sampler = GeneratorSampler(model, z_dim=z_dim, batch_size=e.batch_size)
-        metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
-        block = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds),
-                 **measure_cost(sampler, weights=weights, repeats=e.latency_repeats)}
-        protocol = {"reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
-                    "feature_net": feat_info, "prdc_k": e.k}
+        measured, _ = measure_samplers(cfg, {"model": sampler}, {"model": weights}, size=size, ch=ch)
+        block, protocol = measured["model"], measured["protocol"]
     elif family == "featnet":
         if data.startswith("folder:"):
             raise KdgenError("a classifier is measured on labelled data; a folder has no labels - give --data mnist5k, digits, mnist, fashion-mnist or cifar10")
