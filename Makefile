@@ -25,11 +25,13 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gan_demo.py
+	$(BIN)/python benchmarks/diffusion_steps.py
 
 # Re-make the shipped assets (see src/kdgen/assets/README.md for what each command made).
 assets: $(STAMP)
 	$(BIN)/kdgen train-features configs/features/mnist5k.yaml
 	$(BIN)/kdgen train-teacher configs/gan/mnist5k-teacher.yaml
+	$(BIN)/kdgen train-teacher configs/diffusion/mnist5k-ddpm.yaml
 
 clean:
 	rm -rf runs .pytest_cache

@@ -17,7 +17,8 @@ from .errors import KdgenError
 from .evaluation import evaluate_model, evaluate_pair, generator_shape, run_dataset
 from .metrics import load_feature_extractor
 from .io import atomic_write_text, build_model, ensure_dir, load_model, resolve_path, save_model
-from .methods import GeneratorDistiller, TermContext, build_terms
+from .methods import GeneratorDistiller, TermContext, build_terms, check_method_mix, parse_methods
+from .models.unet import DiffusionModel, build_diffusion_student, save_diffusion
 from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
 from .models import build_student
@@ -95,6 +96,11 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     cfg = _config(config, overrides, "distill")
     # 1. teacher, data at the teacher's shape, student from the teacher's config
     teacher = load_teacher(cfg.teacher.path)
+    check_method_mix(cfg.methods, diffusion_teacher=isinstance(teacher, DiffusionModel))
+    if isinstance(teacher, DiffusionModel):
+        return _distill_diffusion(cfg, teacher, resume)
+    if cfg.student.layers_per_block is not None or not cfg.student.attention or cfg.teacher.steps is not None:
+        raise KdgenError("student.layers_per_block, student.attention and teacher.steps apply to diffusion teachers; remove them for a GAN teacher")
     size, ch, z_dim = generator_shape(teacher)
     dataset = run_dataset(cfg, image_size=size, channels=ch)
     student, student_args = build_student(teacher, width=cfg.student.width, init=cfg.student.init, seed=cfg.train.seed)
@@ -118,12 +124,63 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     return Result(out, metrics, trained.student, trained.seconds)
 
 
+def _distill_diffusion(cfg: RunConfig, teacher: DiffusionModel, resume: bool) -> Result:
+    """Rounds of diffusion distillation: [structural] then the step method's rounds, each student the next round's
+    teacher, each saved in RUN/rounds/NAME/student (a diffusers folder); the last one is RUN/student."""
+    import copy
+
+    from .methods import METHODS
+
+    opts = parse_methods(cfg.methods)
+    order = sorted(opts, key=lambda n: n != "structural")  # structural first: a smaller UNet, then fewer steps
+    if not order:
+        raise KdgenError("no methods given; name one of progressive, consistency, onestep, structural (see `kdgen methods`)")
+    plan = [(name, rnd) for name in order for rnd in METHODS.get(name).plan(opts[name], teacher)]
+    if cfg.eval.enabled:
+        load_feature_extractor(cfg.eval.features, channels=teacher.channels)  # a bad eval.features fails now, not after training
+    dataset = run_dataset(cfg, image_size=teacher.image_size, channels=teacher.channels)
+    s = cfg.student
+    student, init_counts = build_diffusion_student(teacher, width=s.width, layers_per_block=s.layers_per_block, attention=s.attention,
+                                                   init=s.init, seed=cfg.train.seed)
+    out = _prepare_out(cfg, resume)
+    round_teacher, rounds, seconds = teacher, [], 0.0
+    for i, (name, rnd) in enumerate(plan):
+        folder = out / "rounds" / rnd.name
+        done = folder / "student" / "kdgen.json"
+        if resume and done.is_file():  # a finished round: its student is the next round's teacher
+            trained_student = load_model(folder / "student")
+            rounds.append({"round": rnd.name, "method": name, "steps": rnd.student_steps, "skipped": "finished earlier"})
+        else:
+            method = METHODS.get(name)(opts[name], student=student, teacher=round_teacher, round=rnd)
+            data = method.prepare_data(dataset, folder)
+            trained = _trainer(method, data, cfg, folder).fit(resume=resume and (folder / "state" / "last.pt").is_file())
+            if not trained.is_main:
+                return Result(out)
+            trained_student = trained.student
+            save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps})
+            seconds += trained.seconds
+            rounds.append({"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps, "steps": rnd.student_steps,
+                           "seconds": round(trained.seconds, 1), "train_steps": trained.step})
+        round_teacher = trained_student
+        student = copy.deepcopy(trained_student).train().requires_grad_(True)
+    final = load_model(out / "rounds" / plan[-1][1].name / "student")
+    save_diffusion(final, out / "student", extra={"methods": order, "rounds": len(plan)})
+    metrics = {"train": {"seconds": round(seconds, 1), "steps": cfg.train.steps, "rounds": rounds, "student_init": init_counts}}
+    if cfg.eval.enabled:
+        metrics.update(evaluate_pair(cfg, teacher=teacher, student=final, out=out))
+        log_final_metrics(out / "tb", cfg.to_dict(), metrics, cfg.train.steps)
+    _write_metrics(out, metrics)
+    build_report(out)
+    return Result(out, metrics, final, seconds)
+
+
 def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_features: str | Path | None = None,
-             data: str = "mnist5k", out: str | Path | None = None) -> Result:
+             data: str = "mnist5k", out: str | Path | None = None, steps: int | None = None) -> Result:
     """Re-measure a distill run folder (its config.yaml, teacher and student) and rewrite its metrics.json;
     or measure one model folder (a generator or a classifier) on `data`, into `out`/metrics.json.
 
     `overrides` may change eval.* only (e.g. "eval.seeds=[0,1,2]", "eval.num_samples=5000").
+    `steps`: a diffusion model's sampling steps (one model only; a run's are in its config and student).
     """
     bad = [o for o in overrides or [] if not o.startswith("eval.")]
     if bad:
@@ -131,15 +188,17 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
     path = resolve_path(run)
     if save_features is not None and Path(save_features).expanduser().is_dir():
         raise KdgenError(f"--save-features '{save_features}' is a folder; give a file name such as features.npz")
-    if (path / "model.json").is_file():
+    from .models.unet import is_diffusers_folder
+
+    if (path / "model.json").is_file() or is_diffusers_folder(path):
         if save_features is not None:
             raise KdgenError("--save-features applies to run folders (teacher and student); for one model, drop it")
-        metrics = evaluate_model(path, overrides, data=data)
+        metrics = evaluate_model(path, overrides, data=data, steps=steps)
         out = ensure_dir(out or Path("runs") / f"eval-{path.name}")
         _write_metrics(out, metrics)
         return Result(out, metrics)
-    if out is not None or data != "mnist5k":
-        raise KdgenError("--out and --data apply to one model; a run folder is measured on its own data and rewritten in place")
+    if out is not None or data != "mnist5k" or steps is not None:
+        raise KdgenError("--out, --data and --steps apply to one model; a run folder is measured on its own data and rewritten in place")
     out = path
     if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
         raise KdgenError(f"'{out}' is neither a finished kdgen run folder (config.yaml + student/) nor a model folder (model.json)")
@@ -154,6 +213,21 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
     _write_metrics(out, metrics)
     build_report(out)
     return Result(out, metrics, student)
+
+
+def sample(model: str | Path, *, n: int = 64, steps: int | None = None, seed: int = 0, out: str | Path = "samples.png") -> Path:
+    """Sample `n` images of a generator or diffusion model (a folder, a run's student or builtin:NAME) into a PNG grid."""
+    from .sampling import make_sampler
+
+    if n < 1:
+        raise KdgenError(f"-n must be at least 1, got {n}")
+    m = load_model(model)
+    if m.kdgen_meta["family"] not in ("diffusion",) and not m.kdgen_meta["family"].endswith("generator"):
+        raise KdgenError(f"'{model}' is a '{m.kdgen_meta['family']}', which makes no images; give a generator or diffusion model")
+    images = make_sampler(m, steps=steps).sample(n, seed)
+    out = Path(out).expanduser()
+    save_grid(images, out, nrow=max(1, int(n**0.5)))
+    return out
 
 
 def report(run: str | Path) -> Path:
@@ -172,8 +246,10 @@ def compare(runs: list[str | Path], out: str | Path) -> dict:
 def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
     """Train a GAN teacher from scratch (hinge loss), saved to OUT/teacher with its discriminator beside it."""
     cfg = _config(config, overrides, "train-teacher")
+    if cfg.model.family == "diffusion":
+        return _train_diffusion_teacher(cfg, resume)
     if cfg.model.family != "dcgan-generator":
-        raise KdgenError(f"train-teacher builds GAN generators; model.family must be 'dcgan-generator', got '{cfg.model.family}'")
+        raise KdgenError(f"train-teacher builds GAN generators or diffusion models; model.family must be 'dcgan-generator' or 'diffusion', got '{cfg.model.family}'")
     args = {"z_dim": 100, "image_size": 28, "channels": 1, "base_width": 64, "width": 1.0, **cfg.model.args}
     # 1. generator and a matching discriminator, trained by the adversarial term alone
     torch.manual_seed(cfg.train.seed)
@@ -192,6 +268,44 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
                         extra={"trained_on": cfg.data.name, "steps": trained.step, "train_seconds": round(trained.seconds, 1)})
     save_model(discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
     save_grid(method.preview(16, module=trained.student), out / "samples" / "teacher.png", nrow=4)
+    metrics = {"train": _train_record(trained)}
+    _write_metrics(out, metrics)
+    return Result(out, metrics, trained.student, trained.seconds)
+
+
+DIFFUSION_TEACHER_KEYS = {"unet", "scheduler", "steps", "num_classes", "label_dropout", "guidance_scale"}
+
+
+def _train_diffusion_teacher(cfg: RunConfig, resume: bool) -> Result:
+    """A DDPM teacher: diffusers UNet2DModel + noise schedule, trained by the denoising loss; saved as a diffusers folder."""
+    from .methods.denoise import DenoisingTraining
+    from .models.unet import DiffusionModel, build_unet, save_diffusion
+
+    a = dict(cfg.model.args)
+    unknown = sorted(set(a) - DIFFUSION_TEACHER_KEYS)
+    if unknown:
+        raise KdgenError(f"unknown model.args key '{unknown[0]}' for a diffusion teacher; valid keys are: {', '.join(sorted(DIFFUSION_TEACHER_KEYS))}")
+    size, ch = native_shape(cfg.data.name) or (None, None)
+    size, ch = cfg.data.image_size or size or 28, cfg.data.channels or ch or 1
+    unet_args = {"sample_size": size, "in_channels": ch, "out_channels": ch, **dict(a.get("unet") or {})}
+    k = a.get("num_classes")
+    if k:
+        unet_args["num_class_embeds"] = int(k) + 1  # the last one is the null class of classifier-free guidance
+    sched = {"num_train_timesteps": 1024, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction",
+             "clip_sample": True, **dict(a.get("scheduler") or {})}
+    torch.manual_seed(cfg.train.seed)
+    model = DiffusionModel(build_unet(unet_args), sched, steps=int(a.get("steps", 64)), guidance_scale=float(a.get("guidance_scale", 1.0)),
+                           num_classes=int(k) if k else None, extra={"null_class": int(k)} if k else None)
+    dataset = run_dataset(cfg, image_size=model.image_size, channels=model.channels)
+    if k and (dataset.labels is None or int(dataset.labels.max()) + 1 > int(k)):
+        raise KdgenError(f"model.args.num_classes={k} but the '{cfg.data.name}' data has no labels or more classes; fix num_classes or the data")
+    method = DenoisingTraining(model, label_dropout=float(a.get("label_dropout", 0.1)))
+    out, trained = _train(method, dataset, cfg, resume)
+    if not trained.is_main:
+        return Result(out)
+    save_diffusion(trained.student, out / "teacher",
+                   extra={"trained_on": cfg.data.name, "train_steps": trained.step, "train_seconds": round(trained.seconds, 1)})
+    save_grid(method.preview(64, module=trained.student), out / "samples" / "teacher.png")
     metrics = {"train": _train_record(trained)}
     _write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)

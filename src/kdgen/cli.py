@@ -79,6 +79,7 @@ def evaluate(
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="measure in the standard FID Inception-v3 space, weights from this file (torch-fidelity weights-inception-2015-12-05-6726825d.pth)"),
     data: str = typer.Option("mnist5k", "--data", help="for a single model: the dataset whose test split it is measured on"),
     out: Optional[Path] = typer.Option(None, "--out", help="for a single model: where metrics.json goes (default runs/eval-NAME)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="for a single diffusion model: its sampling steps (default: the ones it records)"),
 ) -> None:
     """Re-measure a run's teacher and student (FID, KID, precision/recall/density/coverage, fidelity, cost), or one model."""
     from .api import evaluate as ev
@@ -91,10 +92,10 @@ def evaluate(
             raise KdgenError(f"--seeds must be comma-separated integers like 0,1,2, got '{seeds}'") from None
     if inception_weights:
         extra.append(f"eval.features=inception:{inception_weights}")
-    result = ev(str(run), extra, save_features=save_features, data=data, out=out)
+    result = ev(str(run), extra, save_features=save_features, data=data, out=out, steps=steps)
     if "model" in result.metrics:
         m = result.metrics["model"]
-        keys = ("fid", "kid", "precision", "recall", "density", "coverage", "accuracy", "macro_f1", "errors", "params", "macs")
+        keys = ("sampling_steps", "fid", "kid", "precision", "recall", "density", "coverage", "accuracy", "macro_f1", "errors", "params", "macs")
         for key in keys:
             if key in m:
                 typer.echo(f"{key:10s} {m[key]:.4g}" if isinstance(m[key], float) else f"{key:10s} {m[key]:,}")
@@ -123,6 +124,21 @@ def compare(
     result = cmp(runs, out)
     typer.echo(result["markdown"])
     typer.echo(f"\ntable: {out / 'compare.md'}, {result['csv']}\nplot: {result['pareto']}")
+
+
+@app.command()
+def sample(
+    model: str = typer.Argument(..., help="a model folder (kdgen or diffusers), a run folder's student, or builtin:NAME"),
+    n: int = typer.Option(64, "-n", help="how many images"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="diffusion: sampling steps (default: the ones the model records)"),
+    seed: int = typer.Option(0, "--seed", help="the noise seed (the same seed gives teacher and student the same noise)"),
+    out: Path = typer.Option(Path("samples.png"), "--out", help="where the image grid goes"),
+) -> None:
+    """Sample a generator or diffusion model into a PNG grid."""
+    from .api import sample as run_sample
+
+    path = run_sample(model, n=n, steps=steps, seed=seed, out=out)
+    typer.echo(f"{n} samples: {path}")
 
 
 @app.command()

@@ -46,13 +46,16 @@ class ModelConfig:
 
 @dataclass
 class TeacherConfig:
-    path: str = "builtin:gan-mnist5k"  # a kdgen model folder, or builtin:NAME
+    path: str = "builtin:gan-mnist5k"  # a kdgen model folder, a diffusers folder or hub id, or builtin:NAME
+    steps: int | None = field(default=None, metadata=_check(ge=1))  # diffusion: the teacher's DDIM steps when measured; None: its own
 
 
 @dataclass
 class StudentConfig:
     width: float = field(default=0.25, metadata=_check(gt=0, le=1))
     init: Literal["random", "prune"] = "prune"
+    layers_per_block: int | None = field(default=None, metadata=_check(ge=1))  # diffusion UNets: resnets per stage; None: the teacher's
+    attention: bool = True  # diffusion UNets: false removes the attention blocks
 
 
 @dataclass
@@ -304,6 +307,7 @@ def _validate(cfg: RunConfig) -> None:
     if not cfg.eval.seeds or len(set(cfg.eval.seeds)) != len(cfg.eval.seeds):
         raise KdgenError(f"config key 'eval.seeds' must list distinct seeds, at least one (e.g. [0, 1, 2]), got {cfg.eval.seeds}")
     if cfg.task == "distill":
-        from .methods import parse_methods
+        from .methods import check_method_mix, parse_methods
 
-        parse_methods(cfg.methods)  # unknown method names / options fail here, before any work
+        parse_methods(cfg.methods)
+        check_method_mix(cfg.methods)  # unknown method names / options fail here, before any work

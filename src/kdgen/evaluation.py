@@ -22,7 +22,7 @@ from .io import atomic_write_bytes, load_model, resolve_path
 from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
 from .metrics.classify import classification_scores, predict
 from .report import save_grid, save_side_by_side
-from .sampling import GeneratorSampler
+from .sampling import GeneratorSampler, make_sampler
 
 
 def run_dataset(cfg: RunConfig, *, image_size: int, channels: int, split: str = "train") -> torch.utils.data.Dataset:
@@ -54,6 +54,8 @@ def measure_samplers(cfg: RunConfig, samplers: dict[str, GeneratorSampler], weig
         feats = features.setdefault(name, {}) if features is not None else None
         metrics[name] = {**evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds, features=feats),
                          **measure_cost(sampler, weights=weights[name], repeats=e.latency_repeats)}
+        if hasattr(sampler, "sampling_steps"):  # diffusion: steps, and network calls per image (x2 with guidance)
+            metrics[name]["sampling_steps"], metrics[name]["network_evals"] = sampler.sampling_steps, sampler.steps
         metrics[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
     metrics["protocol"] = {
         "reference": ref_name, "reference_count": len(real), "generated_count": e.num_samples, "seeds": e.seeds,
@@ -68,11 +70,12 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
 
     `save_features`: also write the real and generated feature matrices and the seeds to this .npz.
     """
-    size, ch, z_dim = generator_shape(teacher)
+    size, ch, _ = generator_shape(teacher)
     e = cfg.eval
-    samplers = {"teacher": GeneratorSampler(teacher, z_dim=z_dim, batch_size=e.batch_size),
-                "student": GeneratorSampler(student, z_dim=z_dim, batch_size=e.batch_size)}
-    weights = {"teacher": resolve_path(cfg.teacher.path) / "model.safetensors", "student": out / "student" / "model.safetensors"}
+    samplers = {"teacher": make_sampler(teacher, batch_size=e.batch_size, steps=cfg.teacher.steps),
+                "student": make_sampler(student, batch_size=e.batch_size)}
+    weights = {"teacher": weights_file(getattr(teacher, "kdgen_path", None) or resolve_path(cfg.teacher.path)),
+               "student": weights_file(out / "student")}
     feats: dict[str, dict] = {}
     metrics, metric = measure_samplers(cfg, samplers, weights, size=size, ch=ch, features=feats)
     if save_features is not None:
@@ -85,6 +88,14 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
     save_grid(panels["student"], out / "samples" / "student.png")
     return metrics
+
+
+def weights_file(folder: Path) -> Path:
+    """The weights file of a kdgen model folder or a diffusers folder (flat or pipeline)."""
+    for rel in ("model.safetensors", "diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors"):
+        if (Path(folder) / rel).is_file():
+            return Path(folder) / rel
+    return Path(folder) / "model.safetensors"
 
 
 def _save_features(path: Path, real: torch.Tensor, feats: dict[str, dict], seeds: list[int]) -> None:
@@ -114,6 +125,8 @@ def _caveats(cfg: RunConfig) -> list[str]:
         notes.append("the perceptual loss trained the student in the same feature space FID/KID are measured in")
     if cfg.data.name.startswith("folder:"):
         notes.append("folder data: the reference set is the training set (no held-out split)")
+    if any(m in cfg.methods for m in ("progressive", "consistency", "onestep", "structural")):
+        notes.append("diffusion: teacher and student start from the same noise; their MACs count every network call of sampling")
     return notes
 
 
@@ -124,17 +137,19 @@ def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, 
     return stack_images(run_dataset(cfg, image_size=size, channels=ch, split="test")), f"{cfg.data.name} test split"
 
 
-def evaluate_model(path: Path, overrides: list[str] | None, *, data: str) -> dict:
+def evaluate_model(path: Path, overrides: list[str] | None, *, data: str, steps: int | None = None) -> dict:
     """One model measured alone: a generator's quality and cost, or a classifier's accuracy, macro-F1 and cost."""
     model = load_model(path)
     family = model.kdgen_meta["family"]
     cfg = load_config(None, [*(overrides or [])])
     cfg.data.name = data
     e = cfg.eval
-    weights = path / "model.safetensors"
-    if family.endswith("generator"):
-        size, ch, z_dim = generator_shape(model)
-        sampler = GeneratorSampler(model, z_dim=z_dim, batch_size=e.batch_size)
+    weights = weights_file(path)
+    if steps is not None and family != "diffusion":
+        raise KdgenError(f"--steps applies to diffusion models; '{path}' is a '{family}', which makes an image in one call")
+    if family.endswith("generator") or family == "diffusion":
+        size, ch, _ = generator_shape(model)
+        sampler = make_sampler(model, batch_size=e.batch_size, steps=steps)
         measured, _ = measure_samplers(cfg, {"model": sampler}, {"model": weights}, size=size, ch=ch)
         block, protocol = measured["model"], measured["protocol"]
     elif family == "featnet":

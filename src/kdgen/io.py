@@ -94,7 +94,7 @@ def resolve_path(path: str | Path) -> Path:
         root = Path(str(resources.files("kdgen") / "assets"))
         p = root / name
         if not p.exists():
-            shipped = sorted(q.name for q in root.iterdir() if q.is_dir() and (q / "model.json").exists())
+            shipped = sorted(q.name for q in root.iterdir() if q.is_dir() and ((q / "model.json").exists() or (q / "kdgen.json").exists()))
             raise KdgenError(
                 f"no built-in model '{name}'; shipped ones are: {', '.join(shipped) or 'none'}"
             )
@@ -197,15 +197,21 @@ def build_model(family: str, args: dict[str, Any]) -> nn.Module:
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a model from a kdgen folder (model.json + weights) or builtin:NAME; eval mode."""
+    """Rebuild a model from a kdgen folder (model.json + weights), a diffusers folder or hub id, or builtin:NAME; eval mode."""
     folder = resolve_path(path)
     if folder.is_file():
         raise KdgenError(
             f"'{folder}' is a file; kdgen.load_model takes a model folder with model.json and "
             "model.safetensors (a bare state dict has no architecture)"
         )
+    from .models.unet import is_diffusers_folder, load_diffusion
+
+    if not folder.exists() and str(path).count("/") == 1 and not str(path).startswith((".", "/", "~")) and not Path(str(path)).parent.exists():
+        return load_diffusion(str(path))  # a hub id (owner/name): needs internet
     if not folder.exists():
         raise KdgenError(f"model folder '{folder}' does not exist; check the path")
+    if is_diffusers_folder(folder):
+        return load_diffusion(folder)
     meta = read_model_json(folder)
     weights = folder / meta.get("weights", "model.safetensors")
     module = build_model(meta["family"], meta.get("args", {}))

@@ -41,3 +41,83 @@ class GeneratorSampler:
         with eval_mode(self.module) as m:
             device = device_of(m)
             return torch.cat([m(z[i : i + self.batch_size].to(device)).float().cpu() for i in range(0, n, self.batch_size)])
+
+
+class _NetCall(nn.Module):
+    """One network evaluation of a diffusion model at a mid timestep: what cost() counts and times per step."""
+
+    def __init__(self, model: nn.Module, evals: int):
+        super().__init__()
+        self.model, self.evals = model, evals
+        self.t = model.num_train_timesteps // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
+        labels = self.model.default_labels(x.shape[0])
+        if labels is not None:
+            return self.model.guided(x, t, labels.to(x.device))
+        return self.model(x, t)
+
+
+class DiffusionSampler:
+    """A diffusion model with its scheduler and step count: noise [n, C, H, W] -> image.
+
+    Sampling runs the diffusers scheduler itself (DDIM, deterministic; LCM for consistency students),
+    so a plain diffusers loop with the same latents gives the same images. `steps` (what cost()
+    multiplies by) counts network evaluations per image: sampling steps x (2 with guidance).
+    """
+
+    def __init__(self, model: nn.Module, *, steps: int | None = None, batch_size: int = 500):
+        from .errors import KdgenError
+
+        self.model, self.batch_size = model, batch_size
+        self.sampling_steps = int(model.steps if steps is None else steps)
+        most = model.num_train_timesteps
+        if model.sampler == "LCMScheduler":  # a consistency student samples on its solver grid
+            most = int(model.scheduler_config.get("original_inference_steps", 50))
+        if not 1 <= self.sampling_steps <= most:
+            raise KdgenError(f"{self.sampling_steps} sampling steps is outside what this model can take (1..{most}); pick a step count in that range")
+        labelled = model.num_classes is not None
+        self.steps = self.sampling_steps * model.evals_per_step(labelled)
+        self.module = _NetCall(model, model.evals_per_step(labelled))
+        self.shape = (model.channels, model.image_size, model.image_size)
+
+    def latents(self, n: int, seed: int) -> torch.Tensor:
+        return torch.randn(n, *self.shape, generator=torch.Generator().manual_seed(seed))
+
+    def example_input(self, batch: int) -> torch.Tensor:
+        return self.latents(batch, 0)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int, cond: torch.Tensor | None = None, *, latents: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.latents(n, seed) if latents is None else latents
+        labels = cond if cond is not None else self.model.default_labels(n)
+        noise_gen = torch.Generator().manual_seed(seed + 1)  # LCM's per-step noise (DDIM draws none)
+        with eval_mode(self.model) as m:
+            device = device_of(m)
+            out = []
+            for i in range(0, n, self.batch_size):
+                y = labels[i : i + self.batch_size].to(device) if labels is not None else None
+                out.append(self.run(z[i : i + self.batch_size].to(device), y, noise_gen).float().cpu())
+            return torch.cat(out)
+
+    def run(self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator | None = None) -> torch.Tensor:
+        scheduler = self.model.make_scheduler()
+        scheduler.set_timesteps(self.sampling_steps)
+        for t in scheduler.timesteps:
+            out = self.model.guided(x, t.to(x.device), labels)
+            x = scheduler.step(out, t, x, generator=generator).prev_sample
+        return x.clamp(-1, 1)
+
+
+def make_sampler(model: nn.Module, *, batch_size: int = 500, steps: int | None = None):
+    """The Sampler face of a loaded model: a DiffusionSampler for diffusion models, else a GeneratorSampler."""
+    from .models.unet import DiffusionModel
+
+    if isinstance(model, DiffusionModel):
+        return DiffusionSampler(model, steps=steps, batch_size=batch_size)
+    if steps is not None:
+        from .errors import KdgenError
+
+        raise KdgenError("a step count applies to diffusion models; this one makes an image in one call")
+    return GeneratorSampler(model, z_dim=model.kdgen_meta["args"].get("z_dim", 100), batch_size=batch_size)

@@ -31,14 +31,16 @@ class Frozen(nn.Module):
 def load_teacher(path: str | Path) -> nn.Module:
     """A kdgen generator folder (or builtin:NAME) as a module with `kdgen_meta`, eval mode, frozen."""
     folder = resolve_path(path)
+    if not folder.exists() and str(path).count("/") == 1 and not Path(str(path)).parent.exists():
+        return load_model(path).requires_grad_(False)  # a diffusers hub id
     if not folder.exists():
         raise KdgenError(
             f"teacher '{folder}' does not exist; set teacher.path to a kdgen model folder (e.g. the "
-            "'teacher' folder written by kdgen train-teacher) or builtin:gan-mnist5k"
+            "'teacher' folder written by kdgen train-teacher), a diffusers folder, or builtin:gan-mnist5k"
         )
     model = load_model(folder)
     family = model.kdgen_meta["family"]
-    if not family.endswith("generator"):
+    if not family.endswith("generator") and family != "diffusion":
         raise KdgenError(
             f"teacher '{folder}' is a '{family}', not an image generator; distill takes a generator folder "
             "(e.g. builtin:gan-mnist5k, or the 'teacher' folder kdgen train-teacher writes)"

@@ -18,6 +18,8 @@ ROWS = [
     ("recall", ("recall",), "{:.3f}"),
     ("density", ("density",), "{:.3f}"),
     ("coverage", ("coverage",), "{:.3f}"),
+    ("sampling steps", ("sampling_steps",), "{:,}"),
+    ("network evals / image", ("network_evals",), "{:,}"),
     ("params", ("params",), "{:,}"),
     ("MACs / image", ("macs",), "{:,}"),
     ("latency b1 (ms)", ("latency_ms", "b1"), "{:.2f}"),

@@ -1,0 +1,164 @@
+"""What the diffusion methods share: rounds, the frozen teacher's prediction, block-feature taps.
+
+A diffusion method is a whole DistillationMethod (not a loss term): `plan()` says which rounds it
+runs (progressive distillation runs one per halving; the others run one), and each round trains one
+student against that round's teacher. The trainer sees `forward(batch, phase) -> StepOutput` as
+for any other method.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..diffusion import Schedule
+from ..errors import KdgenError
+from ..models.unet import DiffusionModel
+from ..sampling import DiffusionSampler
+from ..taps import FeatureTaps, check_layer_names
+from ..teacher import Frozen
+from ..utils import device_of, eval_mode
+from .base import DistillationMethod, StepOutput
+
+STEP_METHODS = ("progressive", "consistency", "onestep")
+
+
+@dataclass
+class Round:
+    name: str  # run sub-folder of this round's student, e.g. "steps-16"
+    teacher_steps: int  # the teacher's DDIM steps this round imitates
+    student_steps: int  # the student's sampling steps once trained
+
+
+def check_power_of_two(value: int, key: str) -> None:
+    if value < 1 or value & (value - 1):
+        raise KdgenError(f"{key}={value} is not a power of two; progressive distillation halves the steps each round (e.g. 64, 32, ..., 1)")
+
+
+class DiffusionMethod(DistillationMethod):
+    """One round: a trainable student (a DiffusionModel) against a frozen teacher."""
+
+    sampler = "DDIMScheduler"  # how the student is sampled (and saved for diffusers)
+    needs_data = True
+
+    def __init__(self, options: Any, *, student: DiffusionModel, teacher: DiffusionModel, round: Round):
+        super().__init__()
+        if (student.image_size, student.channels) != (teacher.image_size, teacher.channels):
+            raise KdgenError(
+                f"the student makes {student.channels}x{student.image_size}x{student.image_size} images but the teacher "
+                f"{teacher.channels}x{teacher.image_size}x{teacher.image_size}; build the student from this teacher"
+            )
+        self.options, self.round = options, round
+        self.student = student
+        self.teacher = Frozen(teacher)
+        self.schedule = Schedule(teacher.scheduler_config)
+        student.sampler, student.steps = self.sampler, round.student_steps
+        self._preview_noise = torch.randn(16, teacher.channels, teacher.image_size, teacher.image_size,
+                                          generator=torch.Generator().manual_seed(1234))
+
+    @classmethod
+    def plan(cls, options: Any, teacher: DiffusionModel) -> list[Round]:
+        raise NotImplementedError
+
+    def trainable(self, phase: str):
+        extra = [p for n, m in self.named_children() if n not in ("student", "teacher", "target") for p in m.parameters() if p.requires_grad]
+        return list(self.student.parameters()) + extra
+
+    def prepare_data(self, dataset: torch.utils.data.Dataset, folder: Path) -> torch.utils.data.Dataset:
+        """The round's training data (the onestep method swaps in its cache of teacher trajectories)."""
+        return dataset
+
+    def labels(self, batch: dict) -> torch.Tensor | None:
+        if self.teacher.module.num_classes is None:
+            return None
+        if "label" not in batch:
+            raise KdgenError("the teacher is class-conditional but the data has no labels; use a labelled dataset")
+        return batch["label"].long()
+
+    @torch.no_grad()
+    def teacher_out(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.teacher.module.guided(x, t, labels)
+
+    def noised(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.schedule.add_noise(x0, torch.randn_like(x0), t)
+
+    def preview(self, n: int = 16, module: nn.Module | None = None) -> torch.Tensor:
+        m = module or self.student
+        with eval_mode(m):
+            return DiffusionSampler(m, steps=self.round.student_steps).sample(n, seed=1234, latents=self._preview_noise[:n])
+
+
+# --------------------------------------------------------------------------- block features (structural and friends)
+
+
+def default_blocks(unet: nn.Module) -> list[str]:
+    """The UNet's stage outputs: every down block, the mid block, every up block but the last."""
+    names = [n for n, _ in unet.named_modules()]
+    down = [n for n in names if n.startswith("down_blocks.") and n.count(".") == 1]
+    up = [n for n in names if n.startswith("up_blocks.") and n.count(".") == 1][:-1]
+    return down + (["mid_block"] if "mid_block" in names else []) + up
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output  # down blocks return (hidden, skips)
+
+
+class BlockFeatures(nn.Module):
+    """Named UNet block outputs of student and teacher, matched through 1x1-conv adapters (student -> teacher channels)."""
+
+    def __init__(self, student: DiffusionModel, teacher: DiffusionModel, layers: list[str] | None):
+        super().__init__()
+        layers = list(layers) if layers else default_blocks(teacher.unet)
+        check_layer_names(teacher.unet, layers, role="teacher UNet")
+        check_layer_names(student.unet, layers, role="student UNet")
+        self.layers = layers
+        s_shapes, t_shapes = self._probe(student), self._probe(teacher)
+        self.adapters = nn.ModuleDict()
+        for name in layers:
+            ss, ts = s_shapes[name], t_shapes[name]
+            if ss[1:] != ts[1:]:
+                raise KdgenError(f"block '{name}' is {tuple(ss[1:])} in the student but {tuple(ts[1:])} in the teacher; pick blocks of matching resolution")
+            self.adapters[name.replace(".", "_")] = nn.Conv2d(ss[0], ts[0], 1) if ss[0] != ts[0] else nn.Identity()
+
+    def _probe(self, model: DiffusionModel) -> dict[str, torch.Size]:
+        x = torch.zeros(1, model.channels, model.image_size, model.image_size, device=device_of(model))
+        labels = torch.zeros(1, dtype=torch.long, device=x.device) if model.num_classes else None
+        with eval_mode(model), torch.no_grad(), FeatureTaps(model.unet, self.layers) as taps:
+            model(x, torch.zeros(1, dtype=torch.long, device=x.device), labels)
+        return {k: _first(v).shape[1:] for k, v in taps.outputs.items()}
+
+    def tap(self, model: nn.Module) -> FeatureTaps:
+        return FeatureTaps(model, self.layers, role="UNet")
+
+    def loss(self, student_feats: dict[str, Any], teacher_feats: dict[str, Any]) -> torch.Tensor:
+        parts = [F.mse_loss(self.adapters[n.replace(".", "_")](_first(student_feats[n])), _first(teacher_feats[n]).detach())
+                 for n in self.layers]
+        return torch.stack(parts).mean()
+
+
+def ema_copy(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module).eval().requires_grad_(False)
+
+
+def distance(pred: torch.Tensor, target: torch.Tensor, kind: str, *, huber_c: float = 0.0) -> torch.Tensor:
+    """Per-batch mean distance: l2 (MSE), l1, or pseudo-Huber sqrt(d^2 + c^2) - c (Song & Dhariwal 2023)."""
+    if kind == "l2":
+        return F.mse_loss(pred, target)
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "huber":
+        d = (pred - target).flatten(1).square().sum(1)
+        return (torch.sqrt(d + huber_c**2) - huber_c).mean()
+    raise KdgenError(f"unknown distance '{kind}'; use l2, l1 or huber")
+
+
+def step_output(loss: torch.Tensor, **parts: torch.Tensor) -> StepOutput:
+    logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
+    logs["loss/student"] = float(loss.detach())
+    return StepOutput(loss, logs)

@@ -1,0 +1,92 @@
+"""One-step distillation from cached teacher trajectories (Luhman & Luhman 2021, "Knowledge Distillation
+in Iterative Generative Models for Improved Sampling Speed").
+
+The teacher's deterministic DDIM map noise -> image is sampled once into RUN/cache/ (parts written
+atomically; an interrupted run picks up at the first missing part), then the student regresses it in
+one network call: x^ = x_0(student(z, T-1)), L = ||x^ - DDIM_teacher(z)||. The student is saved as a
+1-step DDIM model, so diffusers' DDIMScheduler with 1 step reproduces it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..config import _check
+from ..data import TensorImageDataset
+from ..errors import KdgenError
+from ..sampling import DiffusionSampler
+from .diffusion_base import DiffusionMethod, Round, distance, step_output
+from .registry import METHODS
+
+PART = 256  # cached pairs per file
+
+
+@METHODS.register("onestep")
+class OneStep(DiffusionMethod):
+    """One-step student regressing the teacher's DDIM noise->image map from a cache of trajectories."""
+
+    @dataclass
+    class Options:
+        teacher_steps: int = field(default=64, metadata=_check(ge=1))  # DDIM steps that make the cached targets
+        cache_size: int = field(default=4096, metadata=_check(gt=0))  # noise -> image pairs
+        distance: Literal["l2", "l1"] = "l2"
+
+    @classmethod
+    def plan(cls, options: "OneStep.Options", teacher) -> list[Round]:
+        if options.teacher_steps > teacher.num_train_timesteps:
+            raise KdgenError(f"methods.onestep.teacher_steps={options.teacher_steps} exceeds the teacher's {teacher.num_train_timesteps} timesteps")
+        return [Round("steps-1", teacher_steps=options.teacher_steps, student_steps=1)]
+
+    def prepare_data(self, dataset, folder: Path):
+        """Write (or finish) the cache of teacher trajectories and train on it instead of the real images."""
+        from safetensors.torch import load_file, save
+
+        from ..io import atomic_write_bytes
+
+        cache = folder / "cache"
+        teacher = self.teacher.module
+        sampler = DiffusionSampler(teacher, steps=self.options.teacher_steps, batch_size=PART)
+        parts = math.ceil(self.options.cache_size / PART)
+        noises, images, labels = [], [], []
+        for i in range(parts):
+            f = cache / f"part-{i:04d}-steps{self.options.teacher_steps}.safetensors"
+            if not f.is_file():
+                seed = 10_000 + i  # disjoint from evaluation seeds
+                z = sampler.latents(PART, seed)
+                y = teacher.default_labels(PART)
+                x = sampler.sample(PART, seed, cond=y, latents=z)
+                part = {"noise": z, "image": x}
+                if y is not None:
+                    part["label"] = y
+                atomic_write_bytes(f, save(part))
+            part = load_file(str(f))
+            noises.append(part["noise"]), images.append(part["image"])
+            if "label" in part:
+                labels.append(part["label"])
+        n = self.options.cache_size
+        data = _PairDataset(torch.cat(noises)[:n], torch.cat(images)[:n], torch.cat(labels)[:n] if labels else None)
+        return data
+
+    def forward(self, batch: dict, phase: str):
+        z, target = batch["noise"], batch["image"]
+        labels = batch["label"].long() if "label" in batch else None
+        t = torch.full((z.shape[0],), self.schedule.T - 1, device=z.device, dtype=torch.long)
+        x_hat, _ = self.schedule.to_x0_eps(self.student(z, t, labels), z, t)
+        loss = distance(x_hat, target, self.options.distance)
+        return step_output(loss, onestep=loss)
+
+
+class _PairDataset(TensorImageDataset):
+    def __init__(self, noise: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None):
+        super().__init__(images, labels)
+        self.noise = noise
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        item["noise"] = self.noise[i]
+        return item

@@ -1,0 +1,94 @@
+"""Diffusion through the CLI at tiny size: train-teacher makes a diffusers folder, each distill recipe
+runs on it, the student loads in plain diffusers, evaluate --steps measures any step count."""
+
+import json
+
+import pytest
+import torch
+
+from kdgen.io import load_model
+
+from test_cli import run_cli
+
+TINY_UNET = ("model.args.unet={block_out_channels: [8, 16], layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D], "
+             "up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4, attention_head_dim: 4}")
+FAST = ["train.checkpoint_every=2", "train.log_every=1", "train.sample_every=2", "data.batch_size=16"]
+SMALL_EVAL = ["eval.num_samples=48", "eval.batch_size=48", "eval.latency_repeats=1"]
+
+
+@pytest.fixture(scope="module")
+def ddpm_teacher(tmp_path_factory):
+    """A 3-step DDPM teacher trained by the CLI on digits, 16x16 (random-ish, but a real diffusers folder)."""
+    from kdgen.api import train_teacher
+
+    out = tmp_path_factory.mktemp("ddpm")
+    train_teacher("configs/diffusion/mnist5k-ddpm.yaml", [f"out={out}", "train.steps=3", "data.name=digits", "data.image_size=16",
+                                                          TINY_UNET, "model.args.steps=4", *FAST])
+    return out / "teacher"
+
+
+def test_train_teacher_writes_a_diffusers_folder(ddpm_teacher):
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(ddpm_teacher)
+    assert unet.config.sample_size == 16 and DDIMScheduler.from_pretrained(ddpm_teacher).config.prediction_type == "v_prediction"
+    meta = json.loads((ddpm_teacher / "kdgen.json").read_text())
+    assert meta["steps"] == 4 and meta["train_steps"] == 3 and meta["trained_on"] == "digits"
+    assert (ddpm_teacher.parent / "samples" / "teacher.png").is_file()
+
+
+@pytest.mark.parametrize("method,opts,steps", [
+    ("progressive", ["methods.progressive.from_steps=4", "methods.progressive.to_steps=1"], 1),
+    ("consistency", ["methods.consistency.solver_steps=8", "methods.consistency.steps=2"], 2),
+    ("onestep", ["methods.onestep.teacher_steps=2", "methods.onestep.cache_size=64"], 1),
+    ("structural", ["student.width=0.5", "student.attention=false"], 4),
+])
+def test_each_diffusion_recipe_runs_and_saves_a_plain_diffusers_student(ddpm_teacher, tmp_path, monkeypatch, capsys, method, opts, steps):
+    from diffusers import UNet2DModel
+
+    recipe = f"configs/diffusion/mnist5k-{method}.yaml"
+    code, out, err = run_cli(monkeypatch, capsys, "distill", recipe, f"teacher.path={ddpm_teacher}", "teacher.steps=4", f"out={tmp_path}",
+                             "train.steps=2", "data.name=digits", *FAST, "eval.enabled=false", *opts)
+    assert code == 0, err
+    assert UNet2DModel.from_pretrained(tmp_path / "student").config.sample_size == 16
+    meta = json.loads((tmp_path / "student" / "kdgen.json").read_text())
+    assert meta["steps"] == steps
+    assert (tmp_path / "student" / "scheduler_config.json").is_file()
+
+
+def test_progressive_run_measures_both_and_resumes_by_round(ddpm_teacher, tmp_path, monkeypatch, capsys):
+    args = ["distill", "configs/diffusion/mnist5k-progressive.yaml", f"teacher.path={ddpm_teacher}", "teacher.steps=4", f"out={tmp_path}",
+            "train.steps=2", "data.name=digits", *FAST, *SMALL_EVAL, "methods.progressive.from_steps=4", "methods.progressive.to_steps=1"]
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["teacher"]["sampling_steps"] == 4 and m["student"]["sampling_steps"] == 1
+    assert m["student"]["macs"] * 4 == m["teacher"]["macs"]  # same UNet, 1 call instead of 4
+    assert [r["round"] for r in m["train"]["rounds"]] == ["steps-2", "steps-1"]
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "samples" / "teacher_vs_student.png").is_file()
+    # a resume skips finished rounds (their students are on disk) instead of training them again
+    stamp = (tmp_path / "rounds" / "steps-2" / "student" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    code, _, err = run_cli(monkeypatch, capsys, *args, "eval.enabled=false", "--resume")
+    assert code == 0, err
+    assert (tmp_path / "rounds" / "steps-2" / "student" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_evaluate_a_diffusion_folder_at_any_step_count(ddpm_teacher, tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(ddpm_teacher), *SMALL_EVAL, "--steps", "2", "--data", "digits",
+                             "--out", str(tmp_path))
+    assert code == 0, err
+    m = json.loads((tmp_path / "metrics.json").read_text())["model"]
+    assert m["sampling_steps"] == 2 and m["family"] == "diffusion" and m["fid"] > 0
+
+
+def test_gan_terms_on_a_diffusion_teacher_is_a_sentence(ddpm_teacher, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml", f"teacher.path={ddpm_teacher}", f"out={tmp_path}")
+    assert code == 2 and "teacher is a diffusion model" in err
+
+
+def test_not_a_diffusers_folder_as_teacher_is_a_sentence(tmp_path, monkeypatch, capsys):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/diffusion/mnist5k-progressive.yaml", f"teacher.path={tmp_path / 't'}",
+                           f"out={tmp_path / 'o'}")
+    assert code == 2 and "scheduler" in err and not (tmp_path / "o" / "config.yaml").exists()
