@@ -81,6 +81,19 @@ def measure(out: Path, num_samples: int, seeds: list[int], only: list[str] | Non
     return results
 
 
+def latency_pass(results: dict[str, dict], out: Path) -> None:
+    """Re-time every row in this one process, one after another, so the latency column compares like with like
+    (the rows' own evaluations may have shared the cores with training)."""
+    from kdgen.io import load_model
+    from kdgen.metrics.cost import latency_ms
+    from kdgen.sampling import make_sampler
+
+    for name, _, folder, steps in rows(out):
+        if name in results:
+            sampler = make_sampler(load_model(folder), steps=steps)
+            results[name]["latency_ms"] = {"b1": latency_ms(sampler, batch=1, repeats=30), "b64": latency_ms(sampler, batch=64, repeats=10)}
+
+
 def table(results: dict[str, dict], out: Path) -> str:
     ref = results.get(f"teacher@{REFERENCE_STEPS}")
     lines = ["| row | what | steps | network evals | FID | FID / teacher@256 | KID x1e3 | precision | recall | params | MACs / image | MACs / step | latency b1 per image (ms) | train (min) |",
@@ -181,6 +194,7 @@ def main() -> None:
     if args.stage == "train":
         return
     results = measure(out, n, seeds, args.only)
+    latency_pass(results, out)
     body = table(results, out)
     print(body)
     print(targets(results))
