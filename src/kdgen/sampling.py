@@ -120,4 +120,5 @@ def make_sampler(model: nn.Module, *, batch_size: int = 500, steps: int | None =
         from .errors import KdgenError
 
         raise KdgenError("a step count applies to diffusion models; this one makes an image in one call")
-    return GeneratorSampler(model, z_dim=model.kdgen_meta["args"].get("z_dim", 100), batch_size=batch_size)
+    z_dim = getattr(model, "z_dim", None) or getattr(model, "kdgen_meta", {}).get("args", {}).get("z_dim", 100)
+    return GeneratorSampler(model, z_dim=int(z_dim), batch_size=batch_size)

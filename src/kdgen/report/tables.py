@@ -73,7 +73,7 @@ def to_pil(images: torch.Tensor, nrow: int = 8) -> Image.Image:
 def _save_png(image: Image.Image, path: Path) -> Path:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue())
     return path
 
 
