@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,12 @@ from torch import nn
 from .config import RunConfig, load_config
 from .data import load_dataset, native_shape
 from .errors import KdgenError
-from .evaluation import evaluate_model, evaluate_pair, generator_shape, run_dataset
+from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_model, evaluate_pair, generator_shape, run_dataset
 from .metrics import load_feature_extractor
 from .io import atomic_write_text, build_model, ensure_dir, load_model, resolve_path, save_model
-from .methods import GeneratorDistiller, TermContext, build_terms, check_method_mix, parse_methods
+from .methods import (ClassifierContext, ClassifierDistiller, GeneratorDistiller, TermContext, build_classifier_terms, build_terms,
+                      check_method_mix, parse_methods)
+from .models.classifier import CLASSIFIER_FAMILIES, is_classifier
 from .models.unet import DiffusionModel, build_diffusion_student, save_diffusion
 from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
@@ -28,6 +31,7 @@ from .report.page import build_report
 from .report.tb import log_final_metrics
 from .teacher import load_teacher
 from .train import Trainer
+from .utils import device_of
 
 log = logging.getLogger("kdgen")
 
@@ -96,7 +100,11 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     cfg = _config(config, overrides, "distill")
     # 1. teacher, data at the teacher's shape, student from the teacher's config
     teacher = load_teacher(cfg.teacher.path)
-    check_method_mix(cfg.methods, diffusion_teacher=isinstance(teacher, DiffusionModel))
+    check_method_mix(cfg.methods, diffusion_teacher=isinstance(teacher, DiffusionModel), classifier_teacher=is_classifier(teacher))
+    if is_classifier(teacher):
+        return _distill_classifier(cfg, teacher, resume)
+    if cfg.student.family is not None or cfg.student.args:
+        raise KdgenError("student.family and student.args apply to classifier teachers; remove them (student.width sizes a generator student)")
     if isinstance(teacher, DiffusionModel):
         return _distill_diffusion(cfg, teacher, resume)
     if cfg.student.layers_per_block is not None or not cfg.student.attention or cfg.teacher.steps is not None:
@@ -124,6 +132,58 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     return Result(out, metrics, trained.student, trained.seconds)
 
 
+def _labelled(cfg: RunConfig, dataset, what: str) -> None:
+    if getattr(dataset, "labels", None) is None:
+        raise KdgenError(f"{what} needs labelled images and '{cfg.data.name}' has none; use mnist5k, digits, mnist, fashion-mnist or cifar10")
+
+
+def classifier_student(cfg: RunConfig, teacher: nn.Module) -> tuple[nn.Module, str, dict]:
+    """The student classifier: student.family (default: the teacher's) with student.args over the teacher's args
+    (a different family starts from the teacher's channels, image_size and num_classes only); random init."""
+    t_family, t_args = teacher.kdgen_meta["family"], dict(teacher.kdgen_meta["args"])
+    family = cfg.student.family or t_family
+    if family not in CLASSIFIER_FAMILIES:
+        raise KdgenError(f"student.family '{family}' is not a classifier family; use one of {', '.join(CLASSIFIER_FAMILIES)}")
+    base = t_args if family == t_family else {k: t_args[k] for k in ("channels", "image_size", "num_classes") if k in t_args}
+    if family != "featnet" and "image_size" not in base:
+        base["image_size"] = classifier_shape(teacher, cfg.data.name)[0]
+    if family == "featnet":
+        base.pop("image_size", None)
+    args = {**base, **cfg.student.args}
+    if args.get("num_classes", 10) != t_args.get("num_classes", 10):
+        raise KdgenError(f"student.args.num_classes={args.get('num_classes')} but the teacher has {t_args.get('num_classes', 10)} "
+                         "classes; remove student.args.num_classes")
+    torch.manual_seed(cfg.train.seed)
+    return build_model(family, args), family, args
+
+
+def _distill_classifier(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Result:
+    """Classic knowledge distillation: a student classifier trained on the weighted sum of classifier terms."""
+    # 1. data at the teacher's shape, a student classifier, and the terms built against both
+    size, ch = classifier_shape(teacher, cfg.data.name)
+    if cfg.eval.enabled and cfg.data.name.startswith("folder:"):
+        raise KdgenError("a classifier is measured on labelled test data and a folder has none; set eval.enabled=false to distil on a folder")
+    dataset = run_dataset(cfg, image_size=size, channels=ch)
+    student, family, args = classifier_student(cfg, teacher)
+    ctx = ClassifierContext(student=student, teacher=teacher, example=dataset.images[:2], has_labels=dataset.labels is not None)
+    terms, weights = build_classifier_terms(cfg.methods, ctx)
+    method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=dataset.images[:2],
+                                 shift=cfg.data.shift)
+    # 2. train, save the (EMA) student
+    out, trained = _train(method, dataset, cfg, resume)
+    if not trained.is_main:
+        return Result(out)
+    save_model(trained.student, out / "student", family=family, args=args, extra={"trained_on": cfg.data.name, "image_size": size})
+    # 3. measure teacher and student the same way
+    metrics = {"train": _train_record(trained)}
+    if cfg.eval.enabled:
+        metrics.update(evaluate_classifier_pair(cfg, teacher=teacher, student=trained.student, out=out))
+        log_final_metrics(out / "tb", cfg.to_dict(), metrics, trained.step)
+    _write_metrics(out, metrics)
+    build_report(out)
+    return Result(out, metrics, trained.student, trained.seconds)
+
+
 def _distill_diffusion(cfg: RunConfig, teacher: DiffusionModel, resume: bool) -> Result:
     """Rounds of diffusion distillation: [structural] then the step method's rounds, each student the next round's
     teacher, each saved in RUN/rounds/NAME/student (a diffusers folder); the last one is RUN/student."""
@@ -142,28 +202,34 @@ def _distill_diffusion(cfg: RunConfig, teacher: DiffusionModel, resume: bool) ->
     s = cfg.student
     student, init_counts = build_diffusion_student(teacher, width=s.width, layers_per_block=s.layers_per_block, attention=s.attention,
                                                    init=s.init, seed=cfg.train.seed)
+    if s.width < 1 and "structural" not in opts:
+        log.warning("student.width=%s: the UNet is narrower than the teacher but no 'structural' loss trains its features; "
+                    "set student.width=1.0 for a same-size student, or add methods.structural", s.width)
     out = _prepare_out(cfg, resume)
+    is_main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch: only rank 0 writes
     round_teacher, rounds, seconds = teacher, [], 0.0
-    for i, (name, rnd) in enumerate(plan):
+    for name, rnd in plan:
         folder = out / "rounds" / rnd.name
         done = folder / "student" / "kdgen.json"
         if resume and done.is_file():  # a finished round: its student is the next round's teacher
-            trained_student = load_model(folder / "student")
+            trained_student = load_model(folder / "student").to(device_of(round_teacher))
             rounds.append({"round": rnd.name, "method": name, "steps": rnd.student_steps, "skipped": "finished earlier"})
         else:
             method = METHODS.get(name)(opts[name], student=student, teacher=round_teacher, round=rnd)
             data = method.prepare_data(dataset, folder)
             trained = _trainer(method, data, cfg, folder).fit(resume=resume and (folder / "state" / "last.pt").is_file())
-            if not trained.is_main:
-                return Result(out)
-            trained_student = trained.student
-            save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps})
+            trained_student = trained.student  # every process goes on to the next round with it
+            if is_main:
+                save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps})
+            _barrier()
             seconds += trained.seconds
             rounds.append({"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps, "steps": rnd.student_steps,
                            "seconds": round(trained.seconds, 1), "train_steps": trained.step})
         round_teacher = trained_student
         student = copy.deepcopy(trained_student).train().requires_grad_(True)
-    final = load_model(out / "rounds" / plan[-1][1].name / "student")
+    if not is_main:
+        return Result(out)
+    final = load_model(out / "rounds" / plan[-1][1].name / "student").to(device_of(teacher))
     save_diffusion(final, out / "student", extra={"methods": order, "rounds": len(plan)})
     metrics = {"train": {"seconds": round(seconds, 1), "steps": cfg.train.steps, "rounds": rounds, "student_init": init_counts}}
     if cfg.eval.enabled:
@@ -172,6 +238,11 @@ def _distill_diffusion(cfg: RunConfig, teacher: DiffusionModel, resume: bool) ->
     _write_metrics(out, metrics)
     build_report(out)
     return Result(out, metrics, final, seconds)
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_features: str | Path | None = None,
@@ -205,8 +276,13 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
     cfg = load_config(out / "config.yaml", overrides)
     teacher = load_teacher(cfg.teacher.path)
     student = load_model(out / "student")
-    metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out,
-                            save_features=Path(save_features) if save_features else None)
+    if is_classifier(teacher):
+        if save_features is not None:
+            raise KdgenError("--save-features applies to generator runs; a classifier run has no FID features - drop it")
+        metrics = evaluate_classifier_pair(cfg, teacher=teacher, student=student, out=out)
+    else:
+        metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out,
+                                save_features=Path(save_features) if save_features else None)
     previous = out / "metrics.json"
     if previous.is_file():  # keep what training recorded
         metrics = {"train": json.loads(previous.read_text()).get("train", {}), **metrics}
@@ -248,8 +324,11 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     cfg = _config(config, overrides, "train-teacher")
     if cfg.model.family == "diffusion":
         return _train_diffusion_teacher(cfg, resume)
+    if cfg.model.family in CLASSIFIER_FAMILIES:
+        return _train_classifier_teacher(cfg, resume)
     if cfg.model.family != "dcgan-generator":
-        raise KdgenError(f"train-teacher builds GAN generators or diffusion models; model.family must be 'dcgan-generator' or 'diffusion', got '{cfg.model.family}'")
+        raise KdgenError(f"train-teacher builds GAN generators, diffusion models or classifiers; model.family must be 'dcgan-generator', "
+                         f"'diffusion' or one of {', '.join(CLASSIFIER_FAMILIES)}, got '{cfg.model.family}'")
     args = {"z_dim": 100, "image_size": 28, "channels": 1, "base_width": 64, "width": 1.0, **cfg.model.args}
     # 1. generator and a matching discriminator, trained by the adversarial term alone
     torch.manual_seed(cfg.train.seed)
@@ -307,6 +386,41 @@ def _train_diffusion_teacher(cfg: RunConfig, resume: bool) -> Result:
                    extra={"trained_on": cfg.data.name, "train_steps": trained.step, "train_seconds": round(trained.seconds, 1)})
     save_grid(method.preview(64, module=trained.student), out / "samples" / "teacher.png")
     metrics = {"train": _train_record(trained)}
+    _write_metrics(out, metrics)
+    return Result(out, metrics, trained.student, trained.seconds)
+
+
+def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
+    """A classifier trained alone (cross-entropy, data.shift augmentation), saved to OUT/teacher and measured on the test split."""
+    from .evaluation import measure_classifier
+
+    name = cfg.data.name
+    if name.startswith("folder:"):
+        raise KdgenError("a classifier teacher needs labelled data; a folder dataset has no labels - use mnist5k, digits, mnist, fashion-mnist or cifar10")
+    size, ch = native_shape(name) or (None, None)
+    size, ch = cfg.data.image_size or size or 28, cfg.data.channels or ch or 1
+    for key, want in (("channels", ch), ("image_size", size)):
+        given = cfg.model.args.get(key)
+        if given is not None and given != want:
+            raise KdgenError(f"model.args.{key}={given} but the '{name}' images have {key} {want}; remove model.args.{key} or set data.{key}={given}")
+    train = load_dataset(name, split="train", image_size=size, channels=ch, root=cfg.data.root)
+    test = load_dataset(name, split="test", image_size=size, channels=ch, root=cfg.data.root)
+    _labelled(cfg, train, "a classifier teacher")
+    k = int(train.labels.max()) + 1
+    args = {**cfg.model.args, "channels": ch, "num_classes": cfg.model.args.get("num_classes", k)}
+    if cfg.model.family != "featnet":
+        args["image_size"] = size
+    torch.manual_seed(cfg.train.seed)
+    net = build_model(cfg.model.family, args)
+    out, trained = _train(SupervisedClassifier(net, shift=cfg.data.shift), train, cfg, resume)
+    if not trained.is_main:
+        return Result(out)
+    folder = save_model(trained.student, out / "teacher", family=cfg.model.family, args=args,
+                        extra={"trained_on": name, "image_size": size, "steps": trained.step, "train_seconds": round(trained.seconds, 1)})
+    block, _ = measure_classifier(trained.student, test, weights=folder / "model.safetensors", num_classes=args["num_classes"],
+                                  repeats=cfg.eval.latency_repeats)
+    metrics = {"train": _train_record(trained), "teacher": block,
+               "protocol": {"kind": "classifier", "reference": f"{name} test split", "reference_count": len(test)}}
     _write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)
 

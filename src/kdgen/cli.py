@@ -53,11 +53,13 @@ def distill(
 @app.command("train-teacher")
 def train_teacher(config: Path = typer.Argument(..., help="YAML recipe with task: train-teacher"),
                   overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME) -> None:
-    """Train a GAN teacher from scratch; writes OUT/teacher (generator + discriminator)."""
+    """Train a teacher from scratch (GAN, diffusion model or classifier); writes OUT/teacher."""
     from .api import train_teacher as run
 
     result = run(config, overrides, resume=resume)
-    typer.echo(f"teacher: {result.out / 'teacher'} ({result.train_seconds:.0f} s)")
+    scores = result.metrics.get("teacher") or {}
+    tail = f", test accuracy {scores['accuracy']:.4f} ({scores['errors']} errors)" if "accuracy" in scores else ""
+    typer.echo(f"teacher: {result.out / 'teacher'} ({result.train_seconds:.0f} s{tail})")
 
 
 @app.command("train-features")

@@ -34,6 +34,7 @@ class DataConfig:
     on_corrupt: Literal["error", "skip"] = "error"  # folder datasets: stop, or skip and count
     batch_size: int = field(default=64, metadata=_check(gt=0))
     workers: int = field(default=0, metadata=_check(ge=0))
+    shift: int = field(default=0, metadata=_check(ge=0))  # classifiers: random translation of training images by up to N pixels
 
 
 @dataclass
@@ -56,6 +57,8 @@ class StudentConfig:
     init: Literal["random", "prune"] = "prune"
     layers_per_block: int | None = field(default=None, metadata=_check(ge=1))  # diffusion UNets: resnets per stage; None: the teacher's
     attention: bool = True  # diffusion UNets: false removes the attention blocks
+    family: str | None = None  # classifiers: the student's family (mlp, cnn, resnet, featnet); None: the teacher's
+    args: dict[str, Any] = field(default_factory=dict)  # classifiers: the student's model args, over the teacher's
 
 
 @dataclass

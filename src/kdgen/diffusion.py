@@ -25,11 +25,13 @@ class Schedule:
         self.T = int(ddpm.config.num_train_timesteps)
         self.prediction_type = ddpm.config.prediction_type
         self.clip = bool(cfg.get("clip_sample", True)) if clip is None else clip
+        # what t = -1 (after the last step) means: clean (1.0), or alphas_cumprod[0] as diffusers does without set_alpha_to_one
+        self.final_alpha = 1.0 if cfg.get("set_alpha_to_one", True) else float(self.alphas_cumprod[0])
         self.clip_range = float(cfg.get("clip_sample_range", 1.0))
 
     def alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
-        ac = torch.where(t >= 0, self.alphas_cumprod[t.clamp(min=0)], torch.ones_like(t, dtype=torch.float32))
+        ac = torch.where(t >= 0, self.alphas_cumprod[t.clamp(min=0)], torch.full(t.shape, self.final_alpha))
         shape = (-1,) + (1,) * (like.dim() - 1)
         ac = ac.to(like.device, like.dtype).reshape(shape)
         return ac.sqrt(), (1 - ac).clamp(min=0).sqrt()

@@ -21,6 +21,7 @@ from .errors import KdgenError
 from .io import atomic_write_bytes, load_model, resolve_path
 from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
 from .metrics.classify import classification_scores, predict
+from .models.classifier import CLASSIFIER_FAMILIES
 from .report import save_grid, save_side_by_side
 from .sampling import GeneratorSampler, make_sampler
 
@@ -90,6 +91,44 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     return metrics
 
 
+def classifier_shape(model: nn.Module, data: str | None = None) -> tuple[int, int]:
+    """(image_size, channels) of a classifier from its model.json (args, or what train-features recorded), else the data's."""
+    meta = model.kdgen_meta
+    size = meta["args"].get("image_size") or meta.get("image_size") or (native_shape(data or "") or (28, 1))[0]
+    return int(size), int(getattr(model, "channels", meta["args"].get("channels", 1)))
+
+
+def measure_classifier(model: nn.Module, test, *, weights: Path | None, num_classes: int, repeats: int) -> tuple[dict, torch.Tensor]:
+    """Accuracy, macro-F1, per-class accuracy, confusion and errors on `test`, plus params, MACs and latency; and the predictions."""
+    pred = predict(model, test.images)
+    block = {**classification_scores(pred, test.labels, num_classes),
+             **measure_cost(ClassifierProbe(model, test.images[:1]), weights=weights, repeats=repeats)}
+    return block, pred
+
+
+def evaluate_classifier_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path) -> dict:
+    """Teacher and student classifiers on the same test split: scores, cost, and how often their arg-max agrees;
+    writes RUN/plots/confusion.png (teacher | student)."""
+    if cfg.data.name.startswith("folder:"):
+        raise KdgenError("a classifier is measured on labelled test data; a folder has none - set eval.enabled=false or use a labelled dataset")
+    size, ch = classifier_shape(teacher, cfg.data.name)
+    test = run_dataset(cfg, image_size=size, channels=ch, split="test")
+    k = int(teacher.kdgen_meta["args"].get("num_classes") or int(test.labels.max()) + 1)
+    reps = cfg.eval.latency_repeats
+    t_path = getattr(teacher, "kdgen_path", None) or resolve_path(cfg.teacher.path)
+    metrics: dict[str, Any] = {}
+    metrics["teacher"], t_pred = measure_classifier(teacher, test, weights=weights_file(t_path), num_classes=k, repeats=reps)
+    metrics["student"], s_pred = measure_classifier(student, test, weights=weights_file(out / "student"), num_classes=k, repeats=reps)
+    metrics["student"]["agreement"] = float((s_pred == t_pred).float().mean())
+    metrics["protocol"] = {"kind": "classifier", "reference": f"{cfg.data.name} test split", "reference_count": len(test),
+                           "image_size": size, "channels": ch, "num_classes": k,
+                           "caveats": [f"{len(test)} test images: one error is {100 / len(test):.2f} points of accuracy"]}
+    from .report.plots import confusion
+
+    confusion({"teacher": metrics["teacher"]["confusion"], "student": metrics["student"]["confusion"]}, out / "plots" / "confusion.png")
+    return metrics
+
+
 def weights_file(folder: Path) -> Path:
     """The weights file of a kdgen model folder or a diffusers folder (flat or pipeline)."""
     for rel in ("model.safetensors", "diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors"):
@@ -152,13 +191,13 @@ def evaluate_model(path: Path, overrides: list[str] | None, *, data: str, steps:
         sampler = make_sampler(model, batch_size=e.batch_size, steps=steps)
         measured, _ = measure_samplers(cfg, {"model": sampler}, {"model": weights}, size=size, ch=ch)
         block, protocol = measured["model"], measured["protocol"]
-    elif family == "featnet":
+    elif family in CLASSIFIER_FAMILIES:
         if data.startswith("folder:"):
             raise KdgenError("a classifier is measured on labelled data; a folder has no labels - give --data mnist5k, digits, mnist, fashion-mnist or cifar10")
-        size = model.kdgen_meta.get("image_size") or (native_shape(data) or (28, 1))[0]
-        test = load_dataset(data, split="test", image_size=size, channels=model.channels, root=cfg.data.root)
-        block = {**classification_scores(predict(model, test.images), test.labels, model.kdgen_meta["args"].get("num_classes")),
-                 **measure_cost(ClassifierProbe(model, test.images[:1]), weights=weights, repeats=e.latency_repeats)}
+        size, ch = classifier_shape(model, data)
+        test = load_dataset(data, split="test", image_size=size, channels=ch, root=cfg.data.root)
+        k = model.kdgen_meta["args"].get("num_classes") or int(test.labels.max()) + 1
+        block, _ = measure_classifier(model, test, weights=weights, num_classes=k, repeats=e.latency_repeats)
         protocol = {"reference": f"{data} test split", "reference_count": len(test)}
     else:
         raise KdgenError(f"'{path}' is a '{family}', which kdgen cannot evaluate alone; give a generator, a classifier or a run folder")

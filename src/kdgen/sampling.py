@@ -44,19 +44,18 @@ class GeneratorSampler:
 
 
 class _NetCall(nn.Module):
-    """One network evaluation of a diffusion model at a mid timestep: what cost() counts and times per step."""
+    """ONE network evaluation of a diffusion model at a mid timestep: what cost() counts and times, then
+    multiplies by the sampler's network evaluations per image (steps x 2 with guidance)."""
 
-    def __init__(self, model: nn.Module, evals: int):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.model, self.evals = model, evals
+        self.model = model
         self.t = model.num_train_timesteps // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
         labels = self.model.default_labels(x.shape[0])
-        if labels is not None:
-            return self.model.guided(x, t, labels.to(x.device))
-        return self.model(x, t)
+        return self.model(x, t, labels.to(x.device) if labels is not None else None)
 
 
 class DiffusionSampler:
@@ -79,7 +78,7 @@ class DiffusionSampler:
             raise KdgenError(f"{self.sampling_steps} sampling steps is outside what this model can take (1..{most}); pick a step count in that range")
         labelled = model.num_classes is not None
         self.steps = self.sampling_steps * model.evals_per_step(labelled)
-        self.module = _NetCall(model, model.evals_per_step(labelled))
+        self.module = _NetCall(model)
         self.shape = (model.channels, model.image_size, model.image_size)
 
     def latents(self, n: int, seed: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ class Frozen(nn.Module):
 
 
 def load_teacher(path: str | Path) -> nn.Module:
-    """A kdgen generator folder (or builtin:NAME) as a module with `kdgen_meta`, eval mode, frozen."""
+    """A kdgen generator or classifier folder (or builtin:NAME) as a module with `kdgen_meta`, eval mode, frozen."""
     folder = resolve_path(path)
     if not folder.exists() and str(path).count("/") == 1 and not Path(str(path)).parent.exists():
         return load_model(path).requires_grad_(False)  # a diffusers hub id
@@ -40,10 +40,12 @@ def load_teacher(path: str | Path) -> nn.Module:
         )
     model = load_model(folder)
     family = model.kdgen_meta["family"]
-    if not family.endswith("generator") and family != "diffusion":
+    from .models.classifier import CLASSIFIER_FAMILIES
+
+    if not family.endswith("generator") and family != "diffusion" and family not in CLASSIFIER_FAMILIES:
         raise KdgenError(
-            f"teacher '{folder}' is a '{family}', not an image generator; distill takes a generator folder "
-            "(e.g. builtin:gan-mnist5k, or the 'teacher' folder kdgen train-teacher writes)"
+            f"teacher '{folder}' is a '{family}', not an image generator or a classifier; distill takes a generator or "
+            "classifier folder (e.g. builtin:gan-mnist5k, or the 'teacher' folder kdgen train-teacher writes)"
         )
     return model.requires_grad_(False)
 

@@ -95,7 +95,7 @@ def _odd_format_teacher(tmp_path, tiny_teacher):
 
 BAD = {
     "unknown dataset": (["data.name=mnist6k"], r"unknown dataset 'mnist6k'.*choose one of"),
-    "unknown method": (["methods.magic.weight=1"], r"unknown method 'magic'.*choose one of: adversarial, consistency, feature"),
+    "unknown method": (["methods.magic.weight=1"], r"unknown method 'magic'.*choose one of: adversarial, attention, consistency, dkd, feature"),
     "missing teacher": (["teacher.path=/nonexistent/teacher"], r"teacher '/nonexistent/teacher' does not exist"),
     "pickle as weights": ("pickled", r"holds pickled objects.*never unpickles"),
     "unknown file format": ("odd", r"unknown weight format '.bin'"),
@@ -164,7 +164,7 @@ def test_every_command_has_help(command, monkeypatch, capsys):
 def test_methods_lists_one_line_each(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "methods")
     lines = out.strip().splitlines()
-    assert code == 0 and [line.split()[0] for line in lines] == ["adversarial", "consistency", "feature", "onestep", "output", "perceptual", "progressive", "structural"]
+    assert code == 0 and [line.split()[0] for line in lines] == ["adversarial", "attention", "consistency", "dkd", "feature", "fitnet", "hinton", "onestep", "output", "perceptual", "progressive", "structural"]
 
 
 def test_evaluate_remeasures_a_run_and_keeps_training_record(tiny_run, monkeypatch, capsys):

@@ -44,7 +44,7 @@ def test_unknown_key_names_key_and_valid_keys():
         ("methods.output.weight=-0.5", r"'methods.output.weight' must be >= 0"),
         ("methods.output.weight=heavy", r"'methods.output.weight' must be float"),
         ("methods.output.distance=l7", r"'methods.output.distance' must be one of 'l1', 'l2'"),
-        ("methods.magic.weight=1", r"unknown method 'magic'; choose one of: adversarial, consistency, feature, onestep, output, perceptual, progressive, structural"),
+        ("methods.magic.weight=1", r"unknown method 'magic'; choose one of: adversarial, attention, consistency, dkd, feature, fitnet, hinton, onestep, output, perceptual, progressive, structural"),
         ("train.betas=[0.5]", r"'train.betas' must be two numbers"),
         ("train.steps", r"not of the form key=value"),
     ],

@@ -64,6 +64,8 @@ def test_sampler_cost_counts_every_step_and_guidance():
     guided = tiny_diffusion(steps=4, num_classes=3, guidance_scale=2.0)
     s = DiffusionSampler(guided)
     assert s.steps == 8 and s.sampling_steps == 4  # two network calls per step with classifier-free guidance
+    plain = macs_per_image(DiffusionSampler(tiny_diffusion(steps=4, num_classes=3, guidance_scale=1.0)))
+    assert macs_per_image(s) == 2 * plain
 
 
 def test_guidance_changes_the_images_and_scale_one_is_conditional():
@@ -121,7 +123,13 @@ def test_scheduler_kdgen_cannot_use_is_a_sentence(tmp_path):
 
 
 def test_hub_id_offline_is_a_sentence(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*args, **kwargs):  # what snapshot_download raises with HF_HUB_OFFLINE=1 or no network
+        raise LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(KdgenError, match="needs internet"):
         load_model("google/ddpm-cifar10-32")
 
@@ -155,3 +163,40 @@ def test_make_sampler_refuses_steps_for_a_gan(tiny_teacher):
 def test_step_count_out_of_range_is_a_sentence(steps):
     with pytest.raises(KdgenError, match="outside what this model can take"):
         DiffusionSampler(tiny_diffusion(), steps=steps)
+
+
+def test_a_teacher_saved_with_leading_spacing_is_sampled_on_the_trailing_grid(tmp_path):
+    from diffusers import DDIMScheduler
+
+    m = tiny_diffusion(steps=4)
+    m.unet.save_pretrained(tmp_path / "t")
+    DDIMScheduler.from_config({**SCHED, "timestep_spacing": "leading"}).save_pretrained(tmp_path / "t")
+    teacher = load_model(tmp_path / "t")
+    sched = teacher.make_scheduler()
+    sched.set_timesteps(4)
+    assert sched.timesteps.tolist() == Schedule(teacher.scheduler_config).ddim_timesteps(4) == [1023, 767, 511, 255]
+
+
+def test_unsupported_conditioning_and_thresholding_are_sentences():
+    from diffusers import UNet2DModel
+
+    from diffusion_fixtures import tiny_unet_args
+
+    unet = UNet2DModel(**{**tiny_unet_args(), "class_embed_type": "timestep"})
+    with pytest.raises(KdgenError, match="class_embed_type='timestep'"):
+        DiffusionModel(unet, SCHED)
+    with pytest.raises(KdgenError, match="dynamic thresholding"):
+        DiffusionModel(tiny_diffusion().unet, {**SCHED, "thresholding": True})
+
+
+def test_consistency_boundary_scalings_are_lcm_schedulers():
+    from diffusers import LCMScheduler
+
+    from kdgen.methods.consistency import boundary_scalings
+
+    ref = LCMScheduler.from_config(SCHED)
+    t = torch.tensor([0, 15, 511, 1023])
+    c_skip, c_out = boundary_scalings(t, torch.zeros(4, 1, 2, 2))
+    for i, ti in enumerate(t.tolist()):
+        want = ref.get_scalings_for_boundary_condition_discrete(ti)
+        assert abs(float(c_skip[i]) - want[0]) < 1e-6 and abs(float(c_out[i]) - want[1]) < 1e-6

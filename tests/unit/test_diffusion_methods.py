@@ -168,8 +168,23 @@ def test_structural_unknown_block_is_a_sentence_with_nearest_names():
 
 def test_class_conditional_teacher_is_distilled_with_labels():
     teacher = tiny_diffusion(num_classes=3, guidance_scale=2.0)
+    torch.nn.init.normal_(teacher.unet.class_embedding.weight, std=3.0)
     m = method_for("progressive", teacher, from_steps=4, to_steps=2)
     b = batch()
     assert torch.isfinite(m(b, "student").loss)
+    # the targets carry the teacher's guidance, so the student is sampled unguided (one call per step)
+    x, t, y = torch.randn(3, 1, 16, 16), torch.tensor(700), torch.tensor([0, 1, 2])
+    assert torch.allclose(m.teacher_out(x, t, y), teacher.guided(x, t, y, scale=2.0))
+    assert not torch.allclose(m.teacher_out(x, t, y), teacher(x, t, y))
+    assert m.student.guidance_scale == 1.0 and DiffusionSampler(m.student).steps == 2
     with pytest.raises(KdgenError, match="no labels"):
         m({"image": b["image"]}, "student")
+
+
+def test_epsilon_teacher_on_a_schedule_ending_near_pure_noise_is_a_sentence():
+    from diffusion_fixtures import SCHED
+
+    teacher = tiny_diffusion()
+    teacher.scheduler_config = {**SCHED, "prediction_type": "epsilon"}
+    with pytest.raises(KdgenError, match="v_prediction"):
+        method_for("onestep", teacher)

@@ -12,6 +12,13 @@ optionally after `structural` (a smaller UNet first, then fewer steps):
 
     methods:
       progressive: {from_steps: 64, to_steps: 4}
+
+Classifier methods (classic knowledge distillation) are loss terms too, weighted and summed against a
+classifier teacher:
+
+    methods:
+      hinton: {temperature: 4, alpha: 0.1}
+      fitnet: {weight: 0.5, student_layers: [hidden.1], teacher_layers: [hidden.1]}
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Any
 from ..config import from_dict
 from ..errors import KdgenError
 from . import adversarial, consistency, feature, onestep, output, perceptual, progressive, structural  # noqa: F401  (registration)
+from . import attention, dkd, fitnet, hinton  # noqa: F401  (registration: classifier methods)
+from .classifier_base import ClassifierContext, ClassifierDistiller, ClassifierTerm
 from .base import DistillationMethod, GenBatch, LossTerm, StepOutput, TermContext
 from .generator import GeneratorDistiller
 from .registry import METHODS
@@ -37,21 +46,45 @@ def is_diffusion_method(name: str) -> bool:
     return isinstance(METHODS.get(name), type) and issubclass(METHODS.get(name), DiffusionMethod)
 
 
-def check_method_mix(raw: dict[str, Any], *, diffusion_teacher: bool | None = None) -> None:
-    """GAN loss terms and diffusion methods do not mix; a diffusion recipe names at most one step method."""
+def is_classifier_method(name: str) -> bool:
+    return isinstance(METHODS.get(name), type) and issubclass(METHODS.get(name), ClassifierTerm)
+
+
+def method_kind(name: str) -> str:
+    """'diffusion', 'classifier' or 'gan' (generator loss terms)."""
+    return "diffusion" if is_diffusion_method(name) else "classifier" if is_classifier_method(name) else "gan"
+
+
+def check_method_mix(raw: dict[str, Any], *, diffusion_teacher: bool | None = None, classifier_teacher: bool | None = None) -> None:
+    """One kind of method per recipe (GAN loss terms, diffusion methods or classifier terms), fitting the teacher;
+    a diffusion recipe names at most one step method."""
     from .diffusion_base import STEP_METHODS
 
-    diff = [n for n in raw if is_diffusion_method(n)]
-    gan = [n for n in raw if not is_diffusion_method(n)]
+    kinds = {k: [n for n in raw if method_kind(n) == k] for k in ("gan", "diffusion", "classifier")}
+    diff, gan, cls = kinds["diffusion"], kinds["gan"], kinds["classifier"]
+    if cls and (gan or diff):
+        raise KdgenError(f"methods {cls} distil classifiers and {gan or diff} {'GAN loss terms' if gan else 'diffusion methods'}; "
+                         "a recipe uses one kind (see `kdgen methods`)")
     if diff and gan:
         raise KdgenError(f"methods {gan} are GAN loss terms and {diff} diffusion methods; a recipe uses one kind (see `kdgen methods`)")
     steps = [n for n in diff if n in STEP_METHODS]
     if len(steps) > 1:
         raise KdgenError(f"methods {steps} each set the student's sampling steps; name one of them (structural may join it)")
+    if classifier_teacher is True and (gan or diff):
+        raise KdgenError(f"the teacher is a classifier, not an image generator, but methods {gan or diff} distil generators; use hinton, dkd, fitnet or attention")
+    if classifier_teacher is False and cls:
+        raise KdgenError(f"methods {cls} distil classifiers, but the teacher makes images; use output, feature, perceptual or adversarial "
+                         "(GAN) or progressive, consistency, onestep or structural (diffusion)")
     if diffusion_teacher is True and gan:
         raise KdgenError(f"the teacher is a diffusion model, but methods {gan} distil GAN generators; use progressive, consistency, onestep or structural")
     if diffusion_teacher is False and diff:
         raise KdgenError(f"methods {diff} distil diffusion models, but the teacher is a one-call generator; use output, feature, perceptual or adversarial")
+
+
+def build_classifier_terms(raw: dict[str, Any], ctx: ClassifierContext) -> tuple[dict[str, ClassifierTerm], dict[str, float]]:
+    """The recipe's classifier terms, built, and their weights."""
+    opts = parse_methods(raw)
+    return {name: METHODS.get(name)(o, ctx) for name, o in opts.items()}, {name: o.weight for name, o in opts.items()}
 
 
 def build_terms(raw: dict[str, Any], ctx: TermContext) -> dict[str, LossTerm]:
@@ -61,4 +94,5 @@ def build_terms(raw: dict[str, Any], ctx: TermContext) -> dict[str, LossTerm]:
 __all__ = [
     "METHODS", "DistillationMethod", "GeneratorDistiller", "GenBatch", "LossTerm", "StepOutput", "TermContext",
     "build_terms", "check_method_mix", "is_diffusion_method", "parse_methods",
+    "ClassifierContext", "ClassifierDistiller", "ClassifierTerm", "build_classifier_terms", "is_classifier_method", "method_kind",
 ]

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from ..config import _check
 from ..errors import KdgenError
+from ..teacher import Frozen
 from .diffusion_base import DiffusionMethod, Round, distance, ema_copy, step_output
 from .registry import METHODS
 
@@ -48,8 +50,9 @@ class Consistency(DiffusionMethod):
         solver_steps: int = field(default=64, metadata=_check(ge=2))  # the teacher DDIM grid (k = T / solver_steps)
         steps: int = field(default=1, metadata=_check(ge=1))  # the student's default sampling steps (any 1..solver_steps works)
         ema: float = field(default=0.95, metadata=_check(ge=0, le=1))  # target network decay (LCM uses 0.95)
-        distance: Literal["l2", "huber"] = "huber"
+        distance: Literal["l2", "huber", "feature"] = "huber"
         huber_c: float = field(default=0.00054, metadata=_check(ge=0))  # c = huber_c * sqrt(pixels) (Song & Dhariwal 2023)
+        features: str = "builtin:featnet-mnist5k"  # distance: feature - MSE between this net's features (an LPIPS stand-in)
 
     @classmethod
     def plan(cls, options: "Consistency.Options", teacher) -> list[Round]:
@@ -69,6 +72,16 @@ class Consistency(DiffusionMethod):
         student.scheduler_config = {**student.scheduler_config, "original_inference_steps": options.solver_steps,
                                     "clip_sample": False, "timestep_scaling": TIMESTEP_SCALING}
         self.target = ema_copy(student)
+        self.featnet = None
+        if options.distance == "feature":
+            from ..metrics.quality import load_feature_net
+
+            self.featnet = Frozen(load_feature_net(options.features, channels=student.channels, key="methods.consistency.features"))
+
+    def train(self, mode: bool = True) -> "Consistency":
+        super().train(mode)
+        self.target.eval()  # the EMA target gives deterministic targets (no dropout), as the teacher does
+        return self
 
     def consistency_fn(self, net, x: torch.Tensor, t: torch.Tensor, labels) -> torch.Tensor:
         x0, _ = self.schedule.to_x0_eps(net(x, t, labels), x, t)
@@ -94,6 +107,10 @@ class Consistency(DiffusionMethod):
             x_next = sch.ddim_step(self.teacher_out(x_start, t_start, labels), x_start, t_start, t_next, clip=False)
             target = self.consistency_fn(self.target, x_next, t_next, labels)
         pred = self.consistency_fn(self.student, x_start, t_start, labels)
-        c = self.options.huber_c * (x0[0].numel() ** 0.5) if self.options.distance == "huber" else 0.0
-        loss = distance(pred, target, self.options.distance, huber_c=c)
+        if self.featnet is not None:  # gradients flow through the frozen net into pred
+            net = self.featnet.module
+            loss = F.mse_loss(net.features(pred), net.features(target))
+        else:
+            c = self.options.huber_c * (x0[0].numel() ** 0.5) if self.options.distance == "huber" else 0.0
+            loss = distance(pred, target, self.options.distance, huber_c=c)
         return step_output(loss, consistency=loss)

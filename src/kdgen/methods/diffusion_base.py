@@ -41,11 +41,24 @@ def check_power_of_two(value: int, key: str) -> None:
         raise KdgenError(f"{key}={value} is not a power of two; progressive distillation halves the steps each round (e.g. 64, 32, ..., 1)")
 
 
+def check_few_step_parametrisation(teacher: DiffusionModel, schedule: Schedule) -> None:
+    """Few-step students start at t = T-1, where an epsilon-predicting net gives x_0 = (x - s eps) / a with a ~ 0:
+    its errors are multiplied by 1/a (Salimans & Ho 2022 use v- or x-prediction for this reason)."""
+    a_last = float(schedule.alphas_cumprod[-1].sqrt())
+    if teacher.prediction_type == "epsilon" and a_last < 0.1:
+        raise KdgenError(
+            f"the teacher predicts epsilon and its schedule ends at sqrt(alpha_cumprod) = {a_last:.1e}, where x_0 = (x - s eps) / a "
+            "is unstable for few-step students; use a v_prediction (or sample) teacher - retrain with "
+            "model.args.scheduler.prediction_type=v_prediction"
+        )
+
+
 class DiffusionMethod(DistillationMethod):
     """One round: a trainable student (a DiffusionModel) against a frozen teacher."""
 
     sampler = "DDIMScheduler"  # how the student is sampled (and saved for diffusers)
     needs_data = True
+    changes_steps = True  # progressive, consistency, onestep: the student learns the teacher's *guided* multi-step map
 
     def __init__(self, options: Any, *, student: DiffusionModel, teacher: DiffusionModel, round: Round):
         super().__init__()
@@ -58,6 +71,10 @@ class DiffusionMethod(DistillationMethod):
         self.student = student
         self.teacher = Frozen(teacher)
         self.schedule = Schedule(teacher.scheduler_config)
+        if self.changes_steps:
+            check_few_step_parametrisation(teacher, self.schedule)
+            # the targets already carry the teacher's classifier-free guidance: the student is sampled unguided
+            student.guidance_scale = 1.0
         student.sampler, student.steps = self.sampler, round.student_steps
         self._preview_noise = torch.randn(16, teacher.channels, teacher.image_size, teacher.image_size,
                                           generator=torch.Generator().manual_seed(1234))

@@ -2,7 +2,8 @@
 in Iterative Generative Models for Improved Sampling Speed").
 
 The teacher's deterministic DDIM map noise -> image is sampled once into RUN/cache/ (parts written
-atomically; an interrupted run picks up at the first missing part), then the student regresses it in
+atomically; an interrupted run picks up at the first missing part; under torchrun every process writes
+the same seeded parts, so whichever rename lands last is identical), then the student regresses it in
 one network call: x^ = x_0(student(z, T-1)), L = ||x^ - DDIM_teacher(z)||. The student is saved as a
 1-step DDIM model, so diffusers' DDIMScheduler with 1 step reproduces it.
 """
@@ -50,6 +51,8 @@ class OneStep(DiffusionMethod):
 
         cache = folder / "cache"
         teacher = self.teacher.module
+        if torch.cuda.is_available():  # the trainer has not moved anything yet: sample the cache on the GPU
+            teacher.to("cuda")
         sampler = DiffusionSampler(teacher, steps=self.options.teacher_steps, batch_size=PART)
         parts = math.ceil(self.options.cache_size / PART)
         noises, images, labels = [], [], []

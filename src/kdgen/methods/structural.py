@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import _check
+from ..errors import KdgenError
 from .diffusion_base import BlockFeatures, DiffusionMethod, Round, step_output
 from .registry import METHODS
 
@@ -34,9 +35,14 @@ class Structural(DiffusionMethod):
         feature_weight: float = field(default=1.0, metadata=_check(ge=0))
         layers: list[str] | None = None  # UNet blocks to match; None: every down block, the mid block, the up blocks
 
+    changes_steps = False
+    label_dropout = 0.1  # a guided teacher's null class keeps being taught, so the student can still be guided
+
     @classmethod
     def plan(cls, options: "Structural.Options", teacher) -> list[Round]:
         steps = options.steps or teacher.steps
+        if steps > teacher.num_train_timesteps:
+            raise KdgenError(f"methods.structural.steps={steps} exceeds the teacher's {teacher.num_train_timesteps} timesteps")
         return [Round(f"structural-steps-{steps}", teacher_steps=steps, student_steps=steps)]
 
     def __init__(self, options, *, student, teacher, round):
@@ -45,6 +51,10 @@ class Structural(DiffusionMethod):
 
     def forward(self, batch: dict, phase: str):
         x0, labels = batch["image"], self.labels(batch)
+        null = self.teacher.module.null_class
+        if labels is not None and null is not None:
+            drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, int(null)), labels)
         t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=x0.device)
         x_t = self.noised(x0, t)
         layers = self.features.layers if self.features else []

@@ -1,7 +1,8 @@
 """Model families (registered in kdgen.io.MODEL_FAMILIES on import)."""
 
+from .classifier import CLASSIFIER_FAMILIES, CNNClassifier, MLPClassifier, ResNetClassifier
 from .featnet import FeatureExtractor, FeatureNet
 from .gan import DCGANDiscriminator, DCGANGenerator
 from .students import build_student, prune_init
 
-__all__ = ["DCGANGenerator", "DCGANDiscriminator", "FeatureNet", "FeatureExtractor", "build_student", "prune_init"]
+__all__ = ["CLASSIFIER_FAMILIES", "CNNClassifier", "MLPClassifier", "ResNetClassifier", "DCGANGenerator", "DCGANDiscriminator", "FeatureNet", "FeatureExtractor", "build_student", "prune_init"]

@@ -52,6 +52,8 @@ def check_scheduler_config(config: dict[str, Any], where: str) -> dict[str, Any]
         )
     if config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
         raise KdgenError(f"{where} predicts '{config.get('prediction_type')}'; kdgen handles {', '.join(PREDICTION_TYPES)}")
+    if config.get("thresholding"):
+        raise KdgenError(f"{where} uses dynamic thresholding, which kdgen's DDIM maths does not reproduce; set thresholding: false in scheduler_config.json")
     if config.get("use_karras_sigmas") or config.get("use_exponential_sigmas") or config.get("use_beta_sigmas"):
         raise KdgenError(f"{where} samples on Karras/exponential sigmas; kdgen distils with the plain DDPM timesteps - turn them off in scheduler_config.json")
     return config
@@ -65,9 +67,7 @@ def sampling_scheduler(config: dict[str, Any], kind: str = "DDIMScheduler", **ov
 
     base = {k: v for k, v in config.items() if not k.startswith("_")}
     if kind == "DDIMScheduler":
-        base.setdefault("timestep_spacing", "trailing")
-        if config.get("_class_name") != "DDIMScheduler":
-            base["timestep_spacing"] = "trailing"
+        base["timestep_spacing"] = "trailing"  # what kdgen's methods train on, whatever the teacher's config said
         return DDIMScheduler.from_config({**base, **overrides})
     if kind == "LCMScheduler":
         return LCMScheduler.from_config({**base, **overrides})
@@ -80,6 +80,11 @@ class DiffusionModel(nn.Module):
     def __init__(self, unet: nn.Module, scheduler_config: dict[str, Any], *, steps: int = 64, sampler: str = "DDIMScheduler",
                  guidance_scale: float = 1.0, num_classes: int | None = None, extra: dict[str, Any] | None = None):
         super().__init__()
+        if unet.config.get("class_embed_type") is not None:
+            raise KdgenError(
+                f"this UNet is conditioned through class_embed_type='{unet.config.get('class_embed_type')}'; kdgen handles "
+                "unconditional UNets and class-conditional ones with num_class_embeds (an embedding table) only"
+            )
         self.unet = unet
         self.scheduler_config = check_scheduler_config(dict(scheduler_config), "this model")
         self.steps, self.sampler, self.guidance_scale = int(steps), sampler, float(guidance_scale)

@@ -58,6 +58,37 @@ def _md_cells(r: dict) -> list[str]:
             num(r["latency_b64_ms"], "{:.2f}"), num(r["fid_vs_teacher"], "{:.3f}x"), num(r["macs_vs_teacher"], "{:.3f}x")]
 
 
+CLASSIFIER_COLUMNS = [
+    ("run", "run"), ("role", "role"), ("test errors", "errors"), ("accuracy", "accuracy"), ("macro-F1", "macro_f1"),
+    ("agreement", "agreement"), ("params", "params"), ("MACs / image", "macs"), ("latency b1 (ms)", "latency_b1_ms"),
+    ("latency b64 (ms)", "latency_b64_ms"), ("errors / teacher", "errors_vs_teacher"), ("MACs / teacher", "macs_vs_teacher"),
+]
+CLASSIFIER_FORMATS = {"errors": "{:,}", "accuracy": "{:.4f}", "macro_f1": "{:.4f}", "agreement": "{:.4f}", "params": "{:,}",
+                      "macs": "{:,}", "latency_b1_ms": "{:.2f}", "latency_b64_ms": "{:.2f}", "errors_vs_teacher": "{:.3f}x",
+                      "macs_vs_teacher": "{:.3f}x"}
+
+
+def is_classifier_run(metrics: dict) -> bool:
+    return (metrics.get("protocol") or {}).get("kind") == "classifier"
+
+
+def _classifier_record(label: str, role: str, m: dict, teacher: dict) -> dict:
+    lat = m.get("latency_ms") or {}
+    return {"run": label, "role": role, "errors": m.get("errors"), "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
+            "agreement": m.get("agreement"), "params": m.get("params"), "macs": m.get("macs"), "latency_b1_ms": lat.get("b1"),
+            "latency_b64_ms": lat.get("b64"), "errors_vs_teacher": _ratio(m.get("errors"), teacher.get("errors")),
+            "macs_vs_teacher": _ratio(m.get("macs"), teacher.get("macs"))}
+
+
+def classifier_markdown(records: list[dict]) -> str:
+    lines = ["| " + " | ".join(md for md, _ in CLASSIFIER_COLUMNS) + " |", "|---|---|" + "---:|" * (len(CLASSIFIER_COLUMNS) - 2)]
+    for r in records:
+        cells = [r["run"].replace("|", "\\|"), r["role"]]
+        cells += ["-" if r[key] is None else CLASSIFIER_FORMATS[key].format(r[key]) for _, key in CLASSIFIER_COLUMNS[2:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def to_markdown(records: list[dict]) -> str:
     headers = [md for md, _ in COLUMNS if md]
     lines = ["| " + " | ".join(headers) + " |", "|---|---|" + "---:|" * (len(headers) - 2)]
@@ -65,9 +96,9 @@ def to_markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def to_csv(records: list[dict]) -> str:
+def to_csv(records: list[dict], columns: list[tuple] = COLUMNS) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[key for _, key in COLUMNS], lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=[key for _, key in columns], lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in records)
     return buf.getvalue()
@@ -83,15 +114,20 @@ def compare_runs(runs: list[Path], out: Path) -> dict:
     # 1. every run's metrics, checked before anything is written
     runs = [Path(r).expanduser() for r in runs]
     all_metrics = [_load(r) for r in runs]
+    kinds = {is_classifier_run(m) for m in all_metrics}
+    if len(kinds) > 1:
+        raise KdgenError("compare got classifier runs and image-generator runs; their quality is measured differently - compare each kind on its own")
+    classifier = kinds == {True}
     # 2. a teacher row and a student row per run
     records, points = [], []
+    record = _classifier_record if classifier else _record
     for label, metrics in zip(_labels(runs), all_metrics):
-        records += [_record(label, role, metrics[role], metrics["teacher"]) for role in ("teacher", "student")]
+        records += [record(label, role, metrics[role], metrics["teacher"]) for role in ("teacher", "student")]
         points += run_points(label, metrics)
     # 3. the files
     out = Path(out).expanduser()
     out = ensure_dir(out)
-    markdown = to_markdown(records)
+    markdown = classifier_markdown(records) if classifier else to_markdown(records)
     atomic_write_text(out / "compare.md", markdown + "\n")
-    atomic_write_text(out / "compare.csv", to_csv(records))
+    atomic_write_text(out / "compare.csv", to_csv(records, CLASSIFIER_COLUMNS if classifier else COLUMNS))
     return {"markdown": markdown, "csv": out / "compare.csv", "pareto": pareto(points, out / "pareto.png")}

@@ -126,6 +126,22 @@ def _samples_section(run: Path) -> str:
     return "<p>teacher (left) | student (right), the same seeds</p>" + _img(grid.read_bytes(), "teacher | student samples")
 
 
+def _confusion_section(run: Path) -> str:
+    png = run / "plots" / "confusion.png"
+    if not png.is_file():
+        return _note("No plots/confusion.png in this run (evaluation was disabled); run `kdgen evaluate` on this folder.")
+    return "<p>teacher (left) | student (right), rows: true class, columns: predicted</p>" + _img(png.read_bytes(), "confusion matrices")
+
+
+def _classifier_protocol(metrics: dict) -> str:
+    p = metrics.get("protocol") or {}
+    items = [("reference", f"{p.get('reference', '?')} ({p.get('reference_count', '?')} images)"),
+             ("images", f"{p.get('image_size', '?')} px, {p.get('channels', '?')} channel(s)"), ("classes", str(p.get("num_classes", "?")))]
+    dl = "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(v)}</code></dd>" for k, v in items)
+    caveats = "".join(f"<li>{escape(str(c))}</li>" for c in p.get("caveats") or [])
+    return f"<dl>{dl}</dl>" + (f"<h3>caveats</h3><ul>{caveats}</ul>" if caveats else "")
+
+
 def _curves_section(run: Path) -> str:
     png = training_curves(run / "tb")
     return _img(png, "training curves") if png else _note("No TensorBoard scalars in tb/; no training curves to show.")
@@ -172,7 +188,14 @@ def _config_section(run: Path) -> str:
 def render(run: Path, metrics: dict) -> str:
     """The page's HTML for a run folder and its metrics."""
     title = f"kdgen report: {run.resolve().name}"
+    classifier = (metrics.get("protocol") or {}).get("kind") == "classifier"
     sections = [
+        ("teacher vs student", _metrics_section(metrics)),
+        ("confusion matrices", _confusion_section(run)),
+        ("training curves", _curves_section(run)),
+        ("test error vs cost", _pareto_section(run, metrics)),
+        ("evaluation protocol", _classifier_protocol(metrics)),
+    ] if classifier else [
         ("teacher vs student", _metrics_section(metrics)),
         ("samples", _samples_section(run)),
         ("training curves", _curves_section(run)),

@@ -83,14 +83,14 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def _label_points(ax, points: list[dict], key: str) -> None:
+def _label_points(ax, points: list[dict], key: str, y: str = "fid") -> None:
     """One label per place (one teacher shared by several runs gets one joined label), pointing inwards."""
     labels: dict[tuple[float, float], list[str]] = {}
     teachers = [p for p in points if p.get("role") == "teacher"]
     for p in points:
         if p.get("role") == "teacher" and len(teachers) > 1 and p is not teachers[0]:
             continue  # several runs of one teacher: label it once (its points differ only by timing noise)
-        labels.setdefault((p[key], p["fid"]), []).append(str(p.get("label", "")))
+        labels.setdefault((p[key], p[y]), []).append(str(p.get("label", "")))
     mid = math.sqrt(min(x for x, _ in labels) * max(x for x, _ in labels))
     for xy, names in labels.items():
         right = xy[0] > mid
@@ -101,22 +101,25 @@ def _label_points(ax, points: list[dict], key: str) -> None:
                     ha="right" if right else "left", fontsize=7)
 
 
-def _pareto_panel(ax, points: list[dict], key: str, xlabel: str) -> None:
-    usable = [p for p in points if _number(p.get(key)) and p[key] > 0 and _number(p.get("fid"))]
-    ax.set(xlabel=f"{xlabel} (log)", ylabel="FID (lower is better)", title=f"FID vs {xlabel}")
+Y_LABELS = {"fid": "FID", "error_pct": "test error %"}
+
+
+def _pareto_panel(ax, points: list[dict], key: str, xlabel: str, y: str = "fid") -> None:
+    usable = [p for p in points if _number(p.get(key)) and p[key] > 0 and _number(p.get(y))]
+    ax.set(xlabel=f"{xlabel} (log)", ylabel=f"{Y_LABELS[y]} (lower is better)", title=f"{Y_LABELS[y]} vs {xlabel}")
     if not usable:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         return
     for role, style in ROLE_STYLE.items():
         mine = [p for p in usable if p.get("role") == role]
         if mine:
-            ax.scatter([p[key] for p in mine], [p["fid"] for p in mine], label=role, s=40, zorder=3, **style)
-    _label_points(ax, usable, key)
+            ax.scatter([p[key] for p in mine], [p[y] for p in mine], label=role, s=40, zorder=3, **style)
+    _label_points(ax, usable, key, y)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(PlainLogFormatter())
     ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax.margins(x=0.2, y=0.15)
-    _draw_front(ax, pareto_front([(p[key], p["fid"]) for p in usable]))
+    _draw_front(ax, pareto_front([(p[key], p[y]) for p in usable]))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
 
@@ -134,8 +137,9 @@ def _draw_front(ax, front: list[tuple[float, float]]) -> None:
 def pareto_png(points: list[dict]) -> bytes:
     """PNG bytes of the two Pareto panels (see `pareto`)."""
     fig = Figure(figsize=(11, 4.2), layout="constrained")
+    y = "error_pct" if points and all("error_pct" in p for p in points) else "fid"  # classifiers: test error
     for ax, (key, xlabel) in zip(fig.subplots(1, len(PARETO_PANELS)), PARETO_PANELS):
-        _pareto_panel(ax, points, key, xlabel)
+        _pareto_panel(ax, points, key, xlabel, y)
     return _png(fig)
 
 
@@ -155,6 +159,31 @@ def run_points(label: str, metrics: dict) -> list[dict]:
     points = []
     for role in ("teacher", "student"):
         m = metrics.get(role) or {}
-        points.append({"label": f"{label} {role}".strip(), "role": role, "fid": m.get("fid"), "macs": m.get("macs"),
-                       "latency_b1": (m.get("latency_ms") or {}).get("b1")})
+        point = {"label": f"{label} {role}".strip(), "role": role, "fid": m.get("fid"), "macs": m.get("macs"),
+                 "latency_b1": (m.get("latency_ms") or {}).get("b1")}
+        if m.get("accuracy") is not None:  # a classifier: its quality axis is the test error (%)
+            point["error_pct"] = 100 * (1 - m["accuracy"])
+        points.append(point)
     return points
+
+
+def confusion_png(confusions: dict[str, list[list[int]]]) -> bytes:
+    """PNG of one confusion matrix per model (rows: true class, columns: predicted), counts written in the cells."""
+    fig = Figure(figsize=(4.2 * len(confusions), 4), layout="constrained")
+    for ax, (name, matrix) in zip(fig.subplots(1, len(confusions), squeeze=False)[0], confusions.items()):
+        k = len(matrix)
+        ax.imshow(matrix, cmap="Blues")
+        top = max(max(row) for row in matrix) or 1
+        for i in range(k):
+            for j in range(k):
+                if matrix[i][j]:
+                    ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=7,
+                            color="white" if matrix[i][j] > top / 2 else "black")
+        ax.set(title=name, xlabel="predicted", ylabel="true", xticks=range(k), yticks=range(k))
+    return _png(fig)
+
+
+def confusion(confusions: dict[str, list[list[int]]], path: Path) -> Path:
+    """Write `confusion_png` to `path` atomically."""
+    atomic_write_bytes(Path(path), confusion_png(confusions))
+    return Path(path)

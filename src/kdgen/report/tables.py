@@ -12,6 +12,10 @@ from torchvision.utils import make_grid
 from ..io import atomic_write_bytes
 
 ROWS = [
+    ("test errors", ("errors",), "{:,}"),
+    ("accuracy", ("accuracy",), "{:.4f}"),
+    ("macro-F1", ("macro_f1",), "{:.4f}"),
+    ("agreement with teacher", ("agreement",), "{:.4f}"),
     ("FID", ("fid",), "{:.2f}"),
     ("KID x1000", ("kid",), "{:.2f}"),
     ("precision", ("precision",), "{:.3f}"),

@@ -1,0 +1,105 @@
+"""Classic knowledge distillation for classifiers: the loss-term interface and the method that sums them.
+
+A classifier recipe names one or more registered terms (hinton, dkd, fitnet, attention), each with a
+`weight`; `ClassifierDistiller` runs the frozen teacher and the student once per step (with feature taps
+on the layers the terms ask for) and backpropagates the weighted sum:
+
+    methods:
+      hinton: {temperature: 4, alpha: 0.1}
+      fitnet: {weight: 0.5, student_layers: [hidden.1], teacher_layers: [hidden.1]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import KdgenError
+from ..taps import FeatureTaps
+from ..teacher import Frozen
+from .base import DistillationMethod, StepOutput
+from .supervised import random_shift
+
+
+@dataclass
+class ClsBatch:
+    """What one classifier step knows: the loss terms read from it."""
+
+    student_logits: torch.Tensor  # [n, K]
+    teacher_logits: torch.Tensor  # [n, K], no grad
+    labels: torch.Tensor | None  # [n] or None when the data has none
+    student_feats: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_feats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class ClassifierContext:
+    """What a term may look at when it is built: both networks and one example batch of images."""
+
+    student: nn.Module
+    teacher: nn.Module
+    example: torch.Tensor  # [n, C, H, W]
+    has_labels: bool = True
+
+
+class ClassifierTerm(nn.Module):
+    """One registered loss of a classifier distillation; `options.weight` scales it in the sum."""
+
+    student_layers: list[str] = []
+    teacher_layers: list[str] = []
+
+    def loss(self, b: ClsBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _check_same_classes(student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> int:
+    with torch.no_grad():
+        ks, kt = student.eval()(example[:2]).shape[1], teacher(example[:2]).shape[1]
+    student.train()
+    if ks != kt:
+        raise KdgenError(f"the student predicts {ks} classes and the teacher {kt}; set the student's num_classes to {kt}")
+    return kt
+
+
+class ClassifierDistiller(DistillationMethod):
+    """Student classifier trained on the weighted sum of registered terms against a frozen teacher.
+
+    `shift`: random translation (pixels) of each training batch, the same images shown to both networks.
+    """
+
+    def __init__(self, *, student: nn.Module, teacher: nn.Module, terms: dict[str, ClassifierTerm],
+                 weights: dict[str, float], example: torch.Tensor, shift: int = 0):
+        super().__init__()
+        if not terms:
+            raise KdgenError("no methods given for a classifier teacher; name one of hinton, dkd, fitnet, attention (see `kdgen methods`)")
+        self.student, self.teacher = student, Frozen(teacher)
+        _check_same_classes(student, self.teacher, example)
+        self.terms = nn.ModuleDict(terms)
+        self.weights, self.shift = dict(weights), shift
+        self.s_layers = sorted({n for t in terms.values() for n in t.student_layers})
+        self.t_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
+
+    def trainable(self, phase: str) -> Iterable[nn.Parameter]:
+        return [p for p in [*self.student.parameters(), *self.terms.parameters()] if p.requires_grad]
+
+    def forward(self, batch: dict, phase: str) -> StepOutput:
+        # 1. the batch (optionally shifted), the same images for teacher and student
+        x = batch["image"]
+        x = random_shift(x, self.shift) if self.shift and self.training else x
+        labels = batch.get("label")
+        # 2. teacher targets (frozen, no grad) and student prediction, with taps where terms need features
+        with FeatureTaps(self.teacher.module, self.t_layers, role="teacher") as t_taps:
+            t_logits = self.teacher(x)
+        with FeatureTaps(self.student, self.s_layers, role="student") as s_taps:
+            s_logits = self.student(x)
+        b = ClsBatch(s_logits, t_logits.detach(), None if labels is None else labels.long(),
+                     dict(s_taps.outputs), {k: v.detach() for k, v in t_taps.outputs.items()})
+        # 3. the weighted sum of the terms
+        parts = {name: term.loss(b) for name, term in self.terms.items()}
+        loss = sum(self.weights[name] * part for name, part in parts.items())
+        logs = {f"loss/{name}": float(part.detach()) for name, part in parts.items()}
+        logs["train/agreement"] = float((s_logits.argmax(1) == t_logits.argmax(1)).float().mean())
+        return StepOutput(loss, logs)

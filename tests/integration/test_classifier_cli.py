@@ -1,0 +1,88 @@
+"""A few-step CLI run of every classifier method on digits: train-teacher, distill, evaluate, report."""
+
+import json
+
+import pytest
+
+from kdgen.methods import METHODS, method_kind
+
+from .test_cli import run_cli
+
+FAST = ["train.steps=6", "train.log_every=2", "train.checkpoint_every=100", "eval.latency_repeats=1"]
+CNN_STUDENT = "student={init: random, family: cnn, args: {widths: [4, 8]}}"
+METHOD_ARGS = {
+    "hinton": "methods={hinton: {temperature: 4.0, alpha: 0.5}}",
+    "dkd": "methods={dkd: {temperature: 4.0}}",
+    "fitnet": "methods={hinton: {alpha: 0.5}, fitnet: {weight: 0.5, student_layers: [blocks.1], teacher_layers: [blocks.1]}}",
+    "attention": "methods={attention: {student_layers: [blocks.0, blocks.1], teacher_layers: [blocks.0, blocks.1]}}",
+}
+
+
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory):
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("cls") / "teacher"
+    proc = subprocess.run([sys.executable, "-m", "kdgen.cli", "train-teacher", "configs/classifier/digits-teacher.yaml", f"out={out}",
+                           "model={family: cnn, args: {widths: [8, 16]}}", "data.shift=1", *FAST], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_train_teacher_writes_a_measured_classifier(digits_teacher):
+    metrics = json.loads((digits_teacher / "metrics.json").read_text())
+    meta = json.loads((digits_teacher / "teacher" / "model.json").read_text())
+    assert meta["family"] == "cnn" and meta["args"]["num_classes"] == 10 and meta["args"]["image_size"] == 8
+    assert 0 <= metrics["teacher"]["accuracy"] <= 1 and len(metrics["teacher"]["confusion"]) == 10 and metrics["teacher"]["macs"] > 0
+
+
+def test_every_classifier_method_has_a_cli_case():
+    assert sorted(METHOD_ARGS) == sorted(n for n in METHODS.names() if method_kind(n) == "classifier")
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_ARGS))
+def test_distill_each_method_on_digits(name, digits_teacher, tmp_path, monkeypatch, capsys):
+    out = tmp_path / name
+    code, stdout, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/digits-hinton.yaml", f"out={out}",
+                                f"teacher.path={digits_teacher}/teacher", CNN_STUDENT, METHOD_ARGS[name], *FAST)
+    assert code == 0, err
+    assert "| test errors |" in stdout and "| agreement with teacher |" in stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["student"]["params"] < m["teacher"]["params"] and 0 <= m["student"]["agreement"] <= 1
+    assert sum(map(sum, m["student"]["confusion"])) == m["protocol"]["reference_count"] == 360
+    assert (out / "plots" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert 'alt="confusion matrices"' in (out / "report.html").read_text()
+
+
+def test_evaluate_remeasures_a_classifier_run_and_one_model(digits_teacher, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/digits-hinton.yaml", f"out={out}",
+                           f"teacher.path={digits_teacher}/teacher", *FAST)
+    assert code == 0, err
+    code, stdout, err = run_cli(monkeypatch, capsys, "evaluate", out)
+    assert code == 0, err
+    assert "| accuracy |" in stdout
+    assert "train" in json.loads((out / "metrics.json").read_text())
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", out / "student", "--data", "digits", "--out", tmp_path / "one")
+    assert code == 0, err
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["model"]["family"] == "mlp"
+    code, stdout, err = run_cli(monkeypatch, capsys, "compare", out, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| test errors | accuracy |" in md and "| run | student |" in md and (tmp_path / "cmp" / "pareto.png").is_file()
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["student.args={num_classes: 5}"], r"student.args.num_classes=5 but the teacher has 10 classes"),
+    (["methods={hinton: {}, output: {}}"], r"distil classifiers and \['output'\] GAN loss terms"),
+    (["methods={fitnet: {student_layers: [blocks.9], teacher_layers: [blocks.1]}}", CNN_STUDENT], r"no layer 'blocks.9'; nearest real names"),
+    (["methods.hinton.temperature=-1"], r"'methods.hinton.temperature' must be > 0"),
+])
+def test_classifier_user_errors_are_one_sentence(extra, pattern, digits_teacher, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/digits-hinton.yaml", f"out={tmp_path / 'r'}",
+                           f"teacher.path={digits_teacher}/teacher", *FAST, *extra)
+    assert code == 2 and "Traceback" not in err
+    import re
+
+    assert re.search(pattern, err), err
