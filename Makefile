@@ -26,6 +26,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gan_demo.py
 	$(BIN)/python benchmarks/diffusion_steps.py
+	$(BIN)/python benchmarks/hinton.py
 
 # Re-make the shipped assets (see src/kdgen/assets/README.md for what each command made).
 assets: $(STAMP)

@@ -92,3 +92,15 @@ def test_not_a_diffusers_folder_as_teacher_is_a_sentence(tmp_path, monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/diffusion/mnist5k-progressive.yaml", f"teacher.path={tmp_path / 't'}",
                            f"out={tmp_path / 'o'}")
     assert code == 2 and "scheduler" in err and not (tmp_path / "o" / "config.yaml").exists()
+
+
+def test_structural_then_progressive_compose_in_one_recipe(ddpm_teacher, tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "distill", "configs/diffusion/mnist5k-structural.yaml", f"teacher.path={ddpm_teacher}",
+                             "teacher.steps=4", f"out={tmp_path}", "train.steps=2", "data.name=digits", *FAST, "eval.enabled=false",
+                             "methods.progressive.from_steps=4", "methods.progressive.to_steps=2")
+    assert code == 0, err
+    rounds = sorted(p.name for p in (tmp_path / "rounds").iterdir())
+    assert rounds == ["steps-2", "structural-steps-4"]
+    student, teacher = load_model(tmp_path / "student"), load_model(ddpm_teacher)
+    assert student.steps == 2 and student.unet.config.block_out_channels[0] * 2 == teacher.unet.config.block_out_channels[0]
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters()) / 2
