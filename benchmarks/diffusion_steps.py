@@ -223,7 +223,9 @@ def main() -> None:
         + f"\nFID/KID in kdgen's mnist5k feature space (shipped featnet), {n:,} samples per row from the same seeded noise "
         f"(seeds {seeds}) vs the 500 held-out mnist5k test images. Teacher: builtin:ddpm-mnist5k "
         "(diffusers UNet2DModel, v-prediction, 1,024 timesteps), DDIM with trailing timesteps. Train times are this machine's "
-        "wall time (2 cores) for the whole run, every round included; progressive rows come from one run (64 -> 1 steps, 6 rounds).\n\n"
+        "wall time for the whole run (every round, the onestep cache included), one torch thread each, with other jobs sharing "
+        "the 2 cores: read them as upper bounds. Latency is re-timed for every row in one process at the end (PyTorch eager, "
+        "batch 1, all steps). Progressive rows come from one run (64 -> 1 steps, 6 rounds of train.steps each).\n\n"
     )
     write_section("diffusion_steps", intro + body + "\n\nTargets (issue 4):\n" + targets(results)
                   + "\n\n![FID vs network evaluations](diffusion_steps/fid_vs_evals.png)\n\n"
