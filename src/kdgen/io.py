@@ -8,6 +8,7 @@ and `load_model(folder)` rebuilds the module from those two files alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -102,6 +103,32 @@ def resolve_path(path: str | Path) -> Path:
     return Path(text).expanduser()
 
 
+@contextlib.contextmanager
+def swapped_folder(folder: Path, *, keep_others: bool = False):
+    """Yield an empty sibling folder to fill; on success it replaces `folder` in one rename, so readers see
+    the old model or the new one, never a mix. `keep_others`: move what else lives in the old folder
+    (e.g. a GAN's discriminator/) into the new one first, unless the new one wrote the same name."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield tmp
+        if folder.exists():
+            if keep_others:
+                for sub in folder.iterdir():
+                    if not (tmp / sub.name).exists():
+                        os.replace(sub, tmp / sub.name)
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
+            os.replace(folder, old / "m")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+        os.chmod(folder, DIR_MODE)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_model(module: nn.Module, folder: str | Path, *, family: str, args: dict[str, Any], extra: dict | None = None) -> Path:
     """Write `folder/model.safetensors` and `folder/model.json` atomically; returns the folder."""
     from safetensors.torch import save as st_save
@@ -112,24 +139,9 @@ def save_model(module: nn.Module, folder: str | Path, *, family: str, args: dict
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = {"family": family, "args": args, "kdgen_version": __version__, **(extra or {})}
     # the weights and the JSON change together: write a sibling folder, then swap it in
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with swapped_folder(folder, keep_others=True) as tmp:
         atomic_write_bytes(tmp / "model.safetensors", st_save(state))
         atomic_write_text(tmp / "model.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if folder.exists():
-            for sub in folder.iterdir():  # keep what else lives there (e.g. a GAN's discriminator/)
-                if sub.name not in ("model.safetensors", "model.json"):
-                    os.replace(sub, tmp / sub.name)
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
-            os.replace(folder, old / "m")
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-        os.chmod(folder, DIR_MODE)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -18,9 +18,6 @@ Class-conditional UNets (`num_class_embeds`): kdgen trains them with one extra "
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +284,6 @@ def load_diffusion(path: str | Path) -> DiffusionModel:
 def _load_hub(repo: str) -> DiffusionModel:
     if repo.count("/") != 1 or repo.startswith((".", "/", "~")):
         raise KdgenError(f"'{repo}' does not exist; give a diffusers folder, a kdgen model folder or a hub id such as google/ddpm-cifar10-32")
-    from diffusers import UNet2DModel
     from huggingface_hub import snapshot_download
 
     try:
@@ -297,31 +293,17 @@ def _load_hub(repo: str) -> DiffusionModel:
             f"cannot fetch '{repo}' from the Hugging Face hub ({type(e).__name__}); this needs internet and a valid id - "
             "offline, download it elsewhere and give the local folder"
         ) from None
-    del UNet2DModel
     return load_diffusion(local)
 
 
 def save_diffusion(model: DiffusionModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write a flat diffusers folder (UNet, scheduler config, kdgen.json), swapped in atomically."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    from .. import __version__
+    from ..io import atomic_write_text, swapped_folder
+
+    with swapped_folder(Path(folder)) as tmp:
         model.unet.save_pretrained(str(tmp), safe_serialization=True)
         model.make_scheduler().save_pretrained(str(tmp))
-        meta = {**model.meta(), **(extra or {})}
-        from .. import __version__
-        from ..io import atomic_write_text
-
-        meta["kdgen_version"] = __version__
+        meta = {**model.meta(), **(extra or {}), "kdgen_version": __version__}
         atomic_write_text(tmp / KDGEN_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
-            os.replace(folder, old / "m")
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return Path(folder)
