@@ -117,15 +117,20 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_dim=z_dim)
     if cfg.eval.enabled:
         load_feature_extractor(cfg.eval.features, channels=ch)  # a bad eval.features fails now, not after training
-    # 3. train, save the (EMA) student
+    # 3. train, save the (EMA) student, measure teacher and student the same way
+    return _train_save_measure(method, dataset, cfg, resume, teacher, evaluate_pair,
+                               lambda m, folder: save_model(m, folder, family=teacher.kdgen_meta["family"], args=student_args))
+
+
+def _train_save_measure(method, dataset, cfg: RunConfig, resume: bool, teacher: nn.Module, measure, save) -> Result:
+    """Train, save the (EMA) student as RUN/student, measure teacher and student, write metrics.json and the report."""
     out, trained = _train(method, dataset, cfg, resume)
     if not trained.is_main:
         return Result(out)
-    save_model(trained.student, out / "student", family=teacher.kdgen_meta["family"], args=student_args)
-    # 4. measure teacher and student the same way
+    save(trained.student, out / "student")
     metrics = {"train": _train_record(trained)}
     if cfg.eval.enabled:
-        metrics.update(evaluate_pair(cfg, teacher=teacher, student=trained.student, out=out))
+        metrics.update(measure(cfg, teacher=teacher, student=trained.student, out=out))
         log_final_metrics(out / "tb", cfg.to_dict(), metrics, trained.step)
     _write_metrics(out, metrics)
     build_report(out)
@@ -169,19 +174,10 @@ def _distill_classifier(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Res
     terms, weights = build_classifier_terms(cfg.methods, ctx)
     method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=dataset.images[:2],
                                  shift=cfg.data.shift)
-    # 2. train, save the (EMA) student
-    out, trained = _train(method, dataset, cfg, resume)
-    if not trained.is_main:
-        return Result(out)
-    save_model(trained.student, out / "student", family=family, args=args, extra={"trained_on": cfg.data.name, "image_size": size})
-    # 3. measure teacher and student the same way
-    metrics = {"train": _train_record(trained)}
-    if cfg.eval.enabled:
-        metrics.update(evaluate_classifier_pair(cfg, teacher=teacher, student=trained.student, out=out))
-        log_final_metrics(out / "tb", cfg.to_dict(), metrics, trained.step)
-    _write_metrics(out, metrics)
-    build_report(out)
-    return Result(out, metrics, trained.student, trained.seconds)
+    # 2. train, save the (EMA) student, measure teacher and student the same way
+    return _train_save_measure(method, dataset, cfg, resume, teacher, evaluate_classifier_pair,
+                               lambda m, folder: save_model(m, folder, family=family, args=args,
+                                                            extra={"trained_on": cfg.data.name, "image_size": size}))
 
 
 def _distill_diffusion(cfg: RunConfig, teacher: DiffusionModel, resume: bool) -> Result:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..config import _check
 from ..errors import KdgenError
 from .classifier_base import ClassifierContext, ClassifierTerm, ClsBatch
-from .fitnet import paired_layers, probe
+from .fitnet import paired_shapes
 from .registry import METHODS
 
 
@@ -43,10 +43,7 @@ class AttentionTerm(ClassifierTerm):
     def __init__(self, options: "AttentionTerm.Options", ctx: ClassifierContext):
         super().__init__()
         self.options = options
-        paired_layers(options.student_layers, options.teacher_layers, "attention")
-        self.student_layers, self.teacher_layers = list(options.student_layers), list(options.teacher_layers)
-        s_shapes = probe(ctx.student, self.student_layers, ctx.example, "student")
-        t_shapes = probe(ctx.teacher, self.teacher_layers, ctx.example, "teacher")
+        self.student_layers, self.teacher_layers, s_shapes, t_shapes = paired_shapes(options, ctx, "attention")
         for s, t in zip(self.student_layers, self.teacher_layers):
             a, b = s_shapes[s], t_shapes[t]
             if len(a) != len(b) or (len(a) == 1 and a != b):

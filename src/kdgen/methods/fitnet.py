@@ -50,6 +50,14 @@ def paired_layers(student_layers: list[str], teacher_layers: list[str], method: 
                          f"(got {len(student_layers)} and {len(teacher_layers)}); pair each student layer with a teacher layer")
 
 
+def paired_shapes(options, ctx: ClassifierContext, method: str) -> tuple[list[str], list[str], dict, dict]:
+    """The checked layer pairs of a paired-layer term and each layer's output shape (one probe forward each)."""
+    paired_layers(options.student_layers, options.teacher_layers, method)
+    student_layers, teacher_layers = list(options.student_layers), list(options.teacher_layers)
+    return (student_layers, teacher_layers, probe(ctx.student, student_layers, ctx.example, "student"),
+            probe(ctx.teacher, teacher_layers, ctx.example, "teacher"))
+
+
 @METHODS.register("fitnet")
 class FitNetTerm(ClassifierTerm):
     """FitNets hints (Romero et al. 2015): MSE between paired intermediate layers, through a learned adapter."""
@@ -63,10 +71,7 @@ class FitNetTerm(ClassifierTerm):
     def __init__(self, options: "FitNetTerm.Options", ctx: ClassifierContext):
         super().__init__()
         self.options = options
-        paired_layers(options.student_layers, options.teacher_layers, "fitnet")
-        self.student_layers, self.teacher_layers = list(options.student_layers), list(options.teacher_layers)
-        s_shapes = probe(ctx.student, self.student_layers, ctx.example, "student")
-        t_shapes = probe(ctx.teacher, self.teacher_layers, ctx.example, "teacher")
+        self.student_layers, self.teacher_layers, s_shapes, t_shapes = paired_shapes(options, ctx, "fitnet")
         self.adapters = nn.ModuleList(
             make_adapter(s_shapes[s], t_shapes[t], f"methods.fitnet {s} -> {t}") for s, t in zip(self.student_layers, self.teacher_layers)
         )
