@@ -1,6 +1,6 @@
 """kdgen - knowledge distillation for image models.
 
-Public API: distill, train_teacher, train_features, evaluate, report, compare, load_model, load_config.
+Public API: distill, train_teacher, train_features, evaluate, report, compare, export, bench_latency, load_model, load_config.
 """
 
 __version__ = "0.1.0"
@@ -8,9 +8,10 @@ __version__ = "0.1.0"
 from .api import Result, compare, distill, evaluate, report, train_features, train_teacher  # noqa: E402
 from .config import RunConfig, load_config  # noqa: E402
 from .errors import KdgenError  # noqa: E402
+from .export import bench_latency, export  # noqa: E402
 from .io import load_model, save_model  # noqa: E402
 
 __all__ = [
-    "KdgenError", "Result", "RunConfig", "compare", "distill", "evaluate", "report", "load_config", "load_model", "save_model",
+    "KdgenError", "Result", "RunConfig", "bench_latency", "compare", "export", "distill", "evaluate", "report", "load_config", "load_model", "save_model",
     "train_features", "train_teacher", "__version__",
 ]

@@ -287,19 +287,56 @@ def evaluate(run: str | Path, overrides: list[str] | None = None, *, save_featur
     return Result(out, metrics, student)
 
 
-def sample(model: str | Path, *, n: int = 64, steps: int | None = None, seed: int = 0, out: str | Path = "samples.png") -> Path:
-    """Sample `n` images of a generator or diffusion model (a folder, a run's student or builtin:NAME) into a PNG grid."""
+def sample(model: str | Path | None = None, *, n: int = 64, steps: int | None = None, seed: int = 0, out: str | Path = "samples.png",
+           onnx: str | Path | None = None) -> Path:
+    """Sample `n` images of a generator or diffusion model (a folder, a run's student or builtin:NAME) into a PNG grid;
+    or, with `onnx=RUN/export/student.onnx`, of the exported student in onnxruntime (the same noise as the PyTorch
+    sampler for the same seed, every step run by onnxruntime and numpy)."""
     from .sampling import make_sampler
 
     if n < 1:
         raise KdgenError(f"-n must be at least 1, got {n}")
-    m = load_model(model)
-    if m.kdgen_meta["family"] not in ("diffusion",) and not m.kdgen_meta["family"].endswith("generator"):
-        raise KdgenError(f"'{model}' is a '{m.kdgen_meta['family']}', which makes no images; give a generator or diffusion model")
-    images = make_sampler(m, steps=steps).sample(n, seed)
+    if (model is None) == (onnx is None):
+        raise KdgenError("give either a model (folder, run student or builtin:NAME) or --onnx RUN/export/student.onnx, not both or neither")
+    if onnx is not None:
+        images = _onnx_sampler(Path(onnx).expanduser(), steps).sample(n, seed)
+    else:
+        m = load_model(model)
+        if m.kdgen_meta["family"] not in ("diffusion",) and not m.kdgen_meta["family"].endswith("generator"):
+            raise KdgenError(f"'{model}' is a '{m.kdgen_meta['family']}', which makes no images; give a generator or diffusion model")
+        images = make_sampler(m, steps=steps).sample(n, seed)
     out = Path(out).expanduser()
     save_grid(images, out, nrow=max(1, int(n**0.5)))
     return out
+
+
+def _onnx_sampler(path: Path, steps: int | None):
+    """An exported generator or diffusion student as a Sampler whose latents match kdgen's PyTorch samplers."""
+    from .export import OrtSampler
+    from .onnx_sampler import OnnxStudent, read_sampler_json
+    from .sampling import DiffusionSampler, GeneratorSampler
+
+    spec = read_sampler_json(path)
+    if spec["kind"] == "classifier":
+        raise KdgenError(f"'{path}' is an exported classifier, which makes no images; give a generator or diffusion export")
+    if steps is not None and steps != spec.get("steps", 1):
+        raise KdgenError(f"this export runs its recorded {spec.get('steps', 1)} step(s); drop --steps (re-distil for another step count)")
+    student = OnnxStudent(path, spec=spec)
+    if spec["kind"] == "generator":
+        return OrtSampler(student, GeneratorSampler(None, z_dim=int(spec["z_dim"])))
+    return OrtSampler(student, _NoiseOnly(tuple(spec["shape"])))
+
+
+class _NoiseOnly:
+    """The latents of kdgen's DiffusionSampler without a model: torch.randn of the image shape from the seed."""
+
+    steps, batch_size = 1, 500
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def latents(self, n: int, seed: int) -> torch.Tensor:
+        return torch.randn(n, *self.shape, generator=torch.Generator().manual_seed(seed))
 
 
 def report(run: str | Path) -> Path:

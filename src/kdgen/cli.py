@@ -130,17 +130,51 @@ def compare(
 
 @app.command()
 def sample(
-    model: str = typer.Argument(..., help="a model folder (kdgen or diffusers), a run folder's student, or builtin:NAME"),
+    model: Optional[str] = typer.Argument(None, help="a model folder (kdgen or diffusers), a run folder's student, or builtin:NAME"),
     n: int = typer.Option(64, "-n", help="how many images"),
     steps: Optional[int] = typer.Option(None, "--steps", help="diffusion: sampling steps (default: the ones the model records)"),
     seed: int = typer.Option(0, "--seed", help="the noise seed (the same seed gives teacher and student the same noise)"),
     out: Path = typer.Option(Path("samples.png"), "--out", help="where the image grid goes"),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="sample an exported student in onnxruntime instead: RUN/export/student.onnx"),
 ) -> None:
-    """Sample a generator or diffusion model into a PNG grid."""
+    """Sample a generator or diffusion model into a PNG grid (or an exported student, with --onnx)."""
     from .api import sample as run_sample
 
-    path = run_sample(model, n=n, steps=steps, seed=seed, out=out)
-    typer.echo(f"{n} samples: {path}")
+    path = run_sample(model, n=n, steps=steps, seed=seed, out=out, onnx=onnx)
+    typer.echo(f"{n} samples{' (onnxruntime)' if onnx else ''}: {path}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="a run folder written by kdgen distill"),
+    format: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: also onnxruntime dynamic and static (calibrated) int8 graphs"),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)"),
+    calibration: int = typer.Option(256, "--calibration", help="int8 static: how many real inputs calibrate the activations"),
+    no_quality: bool = typer.Option(False, "--no-quality", help="skip re-measuring FID/accuracy of every exported variant"),
+) -> None:
+    """Export RUN/student into RUN/export/ (ONNX or TorchScript), prove parity with PyTorch, optionally int8; into metrics.json."""
+    from .export import export as run_export
+    from .report.tables import export_table
+
+    block = run_export(run, format=format, quantize=quantize, opset=opset, calibration=calibration, measure_quality=not no_quality)
+    typer.echo(export_table(block))
+    typer.echo(f"\nfiles: {run / 'export'}\nmetrics: {run / 'metrics.json'} (export)")
+
+
+@app.command("bench-latency")
+def bench_latency(
+    run: Path = typer.Argument(..., help="an exported run folder (kdgen export RUN first)"),
+    repeats: int = typer.Option(20, "--repeats", help="timed repeats per row and batch size (median), after warm-up"),
+) -> None:
+    """Latency of the teacher (PyTorch eager) and the student (eager, TorchScript, onnxruntime fp32 / int8), batch 1 and 64."""
+    from .export import bench_latency as bench
+    from .report.tables import latency_table
+
+    if repeats < 1:
+        raise KdgenError(f"--repeats must be at least 1, got {repeats}")
+    typer.echo(latency_table(bench(run, repeats=repeats)))
+    typer.echo(f"\nmetrics: {run / 'metrics.json'} (latency)")
 
 
 @app.command()

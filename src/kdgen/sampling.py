@@ -66,10 +66,11 @@ class DiffusionSampler:
     multiplies by) counts network evaluations per image: sampling steps x (2 with guidance).
     """
 
-    def __init__(self, model: nn.Module, *, steps: int | None = None, batch_size: int = 500):
+    def __init__(self, model: nn.Module, *, steps: int | None = None, batch_size: int = 500, net=None):
         from .errors import KdgenError
 
         self.model, self.batch_size = model, batch_size
+        self.net = net or model.guided  # net(x, t, labels): one guided call; export swaps in a TorchScript graph
         self.sampling_steps = int(model.steps if steps is None else steps)
         most = model.num_train_timesteps
         if model.sampler == "LCMScheduler":  # a consistency student samples on its solver grid
@@ -100,11 +101,14 @@ class DiffusionSampler:
                 out.append(self.run(z[i : i + self.batch_size].to(device), y, noise_gen).float().cpu())
             return torch.cat(out)
 
-    def run(self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def run(self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator | None = None, record=None) -> torch.Tensor:
+        """All sampling steps from noise x; `record(x, t)` (optional) sees every network input (int8 calibration)."""
         scheduler = self.model.make_scheduler()
         scheduler.set_timesteps(self.sampling_steps)
         for t in scheduler.timesteps:
-            out = self.model.guided(x, t.to(x.device), labels)
+            if record is not None:
+                record(x, t)
+            out = self.net(x, t.to(x.device), labels)
             x = scheduler.step(out, t, x, generator=generator).prev_sample
         return x.clamp(-1, 1)
 

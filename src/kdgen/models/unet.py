@@ -128,7 +128,8 @@ class DiffusionModel(nn.Module):
             t = t.expand(x.shape[0])
         null = torch.full_like(labels, int(self.null_class))
         both = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
-        cond, uncond = both.chunk(2)
+        n = x.shape[0]
+        cond, uncond = both[:n], both[n:]  # slices, not chunk(2): chunk makes torch.export specialise the batch size
         return uncond + scale * (cond - uncond)
 
     def evals_per_step(self, labelled: bool) -> int:

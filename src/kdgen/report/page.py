@@ -180,6 +180,40 @@ def _protocol_section(metrics: dict) -> str:
     return f"<dl>{items}</dl><h3>caveats</h3>{caveat_html}"
 
 
+def _markdown_tables(md: str) -> str:
+    """The few markdown tables export_table / latency_table write, as HTML (other lines become paragraphs)."""
+    html, rows = [], []
+
+    def flush():
+        if rows:
+            head, body = rows[0], [r for r in rows[2:]]
+            html.append("<table><thead><tr>" + "".join(f"<th>{escape(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</tbody></table>")
+            rows.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        else:
+            flush()
+            if line.strip():
+                html.append(f"<p>{escape(line)}</p>")
+    flush()
+    return "".join(html)
+
+
+def _deployment_section(metrics: dict) -> str:
+    from .tables import export_table, latency_table
+
+    parts = []
+    if metrics.get("export"):
+        parts.append("<h3>exported files (parity on fresh random inputs; int8 quality measured like the student)</h3>"
+                     + _markdown_tables(export_table(metrics["export"])))
+    if (metrics.get("latency") or {}).get("rows"):
+        parts.append("<h3>latency where it runs</h3>" + _markdown_tables(latency_table(metrics["latency"])))
+    return "".join(parts)
+
+
 def _config_section(run: Path) -> str:
     cfg = run / "config.yaml"
     return f"<details><summary>config.yaml</summary><pre>{escape(cfg.read_text())}</pre></details>" if cfg.is_file() else ""
@@ -202,6 +236,8 @@ def render(run: Path, metrics: dict) -> str:
         ("quality vs cost", _pareto_section(run, metrics)),
         ("evaluation protocol", _protocol_section(metrics)),
     ]
+    if metrics.get("export") or metrics.get("latency"):
+        sections.insert(1, ("deployment: export, int8, latency", _deployment_section(metrics)))
     body = "".join(f"<section><h2>{escape(h)}</h2>{html}</section>" for h, html in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head>\n<body><h1>{escape(title)}</h1>{_summary(run, metrics)}{body}"

@@ -96,3 +96,54 @@ def save_side_by_side(panels: dict[str, torch.Tensor], path: Path, nrow: int = 8
         canvas.paste(g, (x, 0))
         x += g.width + gap
     return _save_png(canvas, path)
+
+
+LATENCY_ROWS = {
+    "teacher_eager": "teacher, PyTorch eager", "student_eager": "student, PyTorch eager", "student_torchscript": "student, TorchScript",
+    "student_onnx_fp32": "student, onnxruntime fp32", "student_onnx_int8_dynamic": "student, onnxruntime int8 dynamic",
+    "student_onnx_int8_static": "student, onnxruntime int8 static",
+}
+EXPORT_VARIANTS = {"pytorch": "PyTorch (fp32)", "onnx_fp32": "onnxruntime fp32", "int8_dynamic": "onnxruntime int8 dynamic",
+                   "int8_static": "onnxruntime int8 static"}
+
+
+def export_table(block: dict) -> str:
+    """Markdown: each exported file with its parity, and (when measured) each variant's quality against PyTorch's."""
+    lines = ["| export | file | KB | max abs error vs PyTorch | max rel error |", "|---|---|---:|---:|---:|"]
+    for fmt, rec in block.items():
+        if not isinstance(rec, dict) or "parity" not in rec:
+            continue
+        p = rec["parity"]
+        lines.append(f"| {fmt} | {rec['file']} | {rec['bytes'] / 1024:.0f} | {p['max_abs']:.2e} (tol {p['tolerance']:.0e}) | {p['max_rel']:.2e} |")
+        for kind, q in (rec.get("int8") or {}).items():
+            if isinstance(q, dict):
+                v = q["vs_pytorch"]
+                lines.append(f"| {fmt} int8 {kind} | {q['file']} | {q['bytes'] / 1024:.0f} | {v['max_abs']:.2e} | {v['max_rel']:.2e} |")
+        if "sampler_parity" in rec:
+            sp = rec["sampler_parity"]
+            lines.append(f"| onnx sampler, {sp['steps']} steps, {sp['n']} images | - | - | {sp['max_abs']:.2e} (tol {sp['tolerance']:.0e}) | - |")
+    quality = (block.get("onnx") or {}).get("quality")
+    if quality:
+        key = "accuracy" if "accuracy" in quality.get("pytorch", {}) else "fid"
+        lines += ["", f"| variant | {key} | {key} / PyTorch's |" + (" KID x1000 |" if key == "fid" else " errors |"),
+                  "|---|---:|---:|---:|"]
+        for name, q in quality.items():
+            tail = f"{q['kid'] * 1000:.2f}" if key == "fid" else f"{q.get('errors', '-')}"
+            lines.append(f"| {EXPORT_VARIANTS.get(name, name)} | {q[key]:.4g} | {q[f'{key}_vs_pytorch']:.3f} | {tail} |")
+    return "\n".join(lines)
+
+
+def latency_table(result: dict) -> str:
+    """Markdown: every latency row at every batch size, and its speed-up over the teacher in PyTorch eager."""
+    batches = list(next(iter(result["rows"].values())).keys()) if result.get("rows") else []
+    head = "| runtime | " + " | ".join(f"{b} ms | {b} img/s" for b in batches) + " | speed-up vs teacher " + ", ".join(batches) + " |"
+    lines = [head, "|---|" + "---:|" * (2 * len(batches) + 1)]
+    speed = result.get("speedup_vs_teacher_eager", {})
+    for name, row in result.get("rows", {}).items():
+        cells = " | ".join(f"{row[b]['ms']:.3f} | {row[b]['images_per_s']:,.0f}" for b in batches)
+        up = ", ".join(f"{speed[name][b]:.1f}×" for b in batches) if name in speed else "-"
+        lines.append(f"| {LATENCY_ROWS.get(name, name)} | {cells} | {up} |")
+    lines.append("")
+    lines.append(f"{result.get('threads')} thread(s), {result.get('device')}; median of up to {result.get('repeats')} repeats after warm-up; "
+                 "a sampler's row includes every sampling step.")
+    return "\n".join(lines)
