@@ -152,12 +152,13 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)"),
     calibration: int = typer.Option(256, "--calibration", help="int8 static: how many real inputs calibrate the activations"),
     no_quality: bool = typer.Option(False, "--no-quality", help="skip re-measuring FID/accuracy of every exported variant"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="diffusion: the step count the ONNX sampler runs (default: the recorded one)"),
 ) -> None:
     """Export RUN/student into RUN/export/ (ONNX or TorchScript), prove parity with PyTorch, optionally int8; into metrics.json."""
     from .export import export as run_export
     from .report.tables import export_table
 
-    block = run_export(run, format=format, quantize=quantize, opset=opset, calibration=calibration, measure_quality=not no_quality)
+    block = run_export(run, format=format, quantize=quantize, opset=opset, calibration=calibration, measure_quality=not no_quality, steps=steps)
     typer.echo(export_table(block))
     typer.echo(f"\nfiles: {run / 'export'}\nmetrics: {run / 'metrics.json'} (export)")
 

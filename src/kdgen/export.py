@@ -366,7 +366,7 @@ def _run_images(run_dir: Path, graph: Graph, *, split: str, n: int | None = None
     return stack_images(ds, n) if n else ds.images
 
 
-def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any]) -> dict[str, dict]:
+def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, seeds: list[int] | None = None) -> dict[str, dict]:
     """Every variant (name -> a PyTorch module or an OnnxStudent) measured the same way as the run measured its
     student: FID/KID/precision/recall on the run's eval seeds for samplers, accuracy/macro-F1/errors for classifiers."""
     cfg = _run_config(run_dir)
@@ -395,7 +395,7 @@ def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any]) -> di
     out = {}
     for name, v in variants.items():
         sampler = torch_sampler if isinstance(v, nn.Module) else OrtSampler(v, torch_sampler)
-        q = evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=e.seeds)
+        q = evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=seeds or e.seeds)
         out[name] = {k: q[k] for k in ("fid", "fid_std", "kid", "precision", "recall") if k in q}
     return out
 
@@ -430,9 +430,13 @@ def _place(tmp: Path, final: Path) -> Path:
 
 
 def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None, opset: int | None = None,
-           calibration: int = 256, measure_quality: bool = True) -> dict[str, Any]:
+           calibration: int = 256, measure_quality: bool = True, steps: int | None = None,
+           seeds: list[int] | None = None) -> dict[str, Any]:
     """Export RUN/student into RUN/export/ as `format` ("onnx" or "torchscript"), prove parity with PyTorch, optionally
-    quantize to int8 (onnx only) and re-measure quality; records everything in metrics.json["export"]; returns that block."""
+    quantize to int8 (onnx only) and re-measure quality; records everything in metrics.json["export"]; returns that block.
+
+    `steps`: a diffusion student's sampling steps for the ONNX sampler (default: the ones it records).
+    `seeds`: the evaluation seeds of the quality re-measure (default: the run's eval.seeds)."""
     if format not in FORMATS:
         raise KdgenError(f"unknown export format '{format}'; use one of {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:
@@ -443,6 +447,8 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
         _need("onnxruntime", "checking an ONNX export")
     run_dir = Path(run).expanduser()
     model = _student(run_dir)
+    if steps is not None:
+        _set_steps(model, steps)
     graph = Graph(model)
     folder = run_dir / "export"
     folder.mkdir(parents=True, exist_ok=True)
@@ -480,7 +486,7 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
             int8["calibration_inputs"] = calibration
             record["int8"] = int8
         if measure_quality and (run_dir / "config.yaml").is_file():
-            record["quality"] = variant_quality(run_dir, graph, variants)
+            record["quality"] = variant_quality(run_dir, graph, variants, seeds=seeds)
             ref = record["quality"]["pytorch"]
             key = "accuracy" if graph.kind == "classifier" else "fid"
             for name, q in record["quality"].items():
@@ -490,6 +496,16 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
     _update_metrics(run_dir, "export", block)
     _rebuild_report(run_dir)
     return block
+
+
+def _set_steps(model: nn.Module, steps: int) -> None:
+    from .models.unet import DiffusionModel
+    from .sampling import DiffusionSampler
+
+    if not isinstance(model, DiffusionModel):
+        raise KdgenError("--steps applies to diffusion students; this student makes an image in one call - drop --steps")
+    DiffusionSampler(model, steps=steps)  # one sentence when the model cannot take that many steps
+    model.steps = int(steps)
 
 
 def _export_torchscript(graph: Graph, folder: Path) -> dict[str, Any]:
@@ -565,24 +581,41 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
         raise KdgenError(f"'{folder / ONNX_FILE}' is missing; run `kdgen export {run_dir}` first (add --quantize int8 for the int8 rows)")
     _need("onnxruntime", "latency of the exported student")
     cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    spec = read_sampler_json(folder / ONNX_FILE)
+    if spec["kind"] == "diffusion":
+        student.steps = int(spec["steps"])  # every student row runs the step count that was exported
     graph = Graph(student)
     threads = torch.get_num_threads()
     rows: dict[str, Callable[[int], Callable[[], Any]]] = {}
+    steps = {"student": getattr(student, "steps", 1)}
     if cfg is not None:
         teacher = load_teacher(cfg.teacher.path).cpu().eval()
+        steps["teacher"] = cfg.teacher.steps or getattr(teacher, "steps", 1)
         rows["teacher_eager"] = _torch_timer(graph.kind, teacher, cfg.teacher.steps)
     rows["student_eager"] = _torch_timer(graph.kind, student, None)
-    if (folder / TS_FILE).is_file():
+    from .evaluation import weights_file
+
+    newest = weights_file(run_dir / "student").stat().st_mtime  # an export older than the student's weights is stale
+
+    def fresh(name: str) -> bool:
+        path = folder / name
+        if path.is_file() and path.stat().st_mtime < newest:
+            log.warning("%s is older than the student's weights; skipped (re-run kdgen export)", path)
+            return False
+        return path.is_file()
+
+    if not fresh(ONNX_FILE):
+        raise KdgenError(f"'{folder / ONNX_FILE}' is older than the student it should hold; run `kdgen export {run_dir}` again")
+    if fresh(TS_FILE):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scripted = torch.jit.load(str(folder / TS_FILE))
         rows["student_torchscript"] = _torchscript_timer(graph, student, scripted)
     for name, file in (("student_onnx_fp32", ONNX_FILE), *((f"student_onnx_int8_{k}", f) for k, f in INT8_FILES.items())):
-        if (folder / file).is_file():
-            spec = read_sampler_json(folder / ONNX_FILE)
+        if fresh(file):
             rows[name] = _ort_timer(graph, OnnxStudent(folder / file, threads=threads, spec={**spec, "onnx": file}))
     result: dict[str, Any] = {"threads": threads, "device": "cpu", "repeats": repeats, "kind": graph.kind,
-                              "steps": {"student": getattr(student, "steps", 1)}, "rows": {}}
+                              "steps": steps, "rows": {}}
     for name, make in rows.items():
         entry = {}
         for b in batches:
