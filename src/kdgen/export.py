@@ -466,6 +466,7 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
         atomic_write_text(folder / SAMPLER_JSON, json.dumps(spec, indent=2) + "\n")
         final = _place(tmp, folder / ONNX_FILE)
         record = {**record, **facts, "file": str(final.relative_to(run_dir)), "bytes": final.stat().st_size, "parity": check}
+        _update_metrics(run_dir, "export", {"onnx": record})  # the file in place is the one metrics.json describes
         ort_student = OnnxStudent(final, spec=spec)
         if graph.kind == "diffusion":
             record["sampler_parity"] = sp = sampler_parity(model, ort_student)
