@@ -459,9 +459,13 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
         block = {"torchscript": record}
     else:
         tmp = folder / (ONNX_FILE + ".tmp")
-        facts = export_onnx(graph, tmp, opset=opset)
-        check = parity(graph, _ort_runner(graph, tmp))
-        _check_parity("ONNX", check)
+        try:
+            facts = export_onnx(graph, tmp, opset=opset)
+            check = parity(graph, _ort_runner(graph, tmp))
+            _check_parity("ONNX", check)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave an unchecked graph behind
+            raise
         spec = sampler_spec(graph)
         atomic_write_text(folder / SAMPLER_JSON, json.dumps(spec, indent=2) + "\n")
         final = _place(tmp, folder / ONNX_FILE)
