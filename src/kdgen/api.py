@@ -320,7 +320,8 @@ def _onnx_sampler(path: Path, steps: int | None):
     if spec["kind"] == "classifier":
         raise KdgenError(f"'{path}' is an exported classifier, which makes no images; give a generator or diffusion export")
     if steps is not None and steps != spec.get("steps", 1):
-        raise KdgenError(f"this export runs its recorded {spec.get('steps', 1)} step(s); drop --steps (re-distil for another step count)")
+        raise KdgenError(f"this export runs its recorded {spec.get('steps', 1)} step(s); drop --steps, or re-export with "
+                         f"`kdgen export RUN --steps {steps}`")
     student = OnnxStudent(path, spec=spec)
     if spec["kind"] == "generator":
         return OrtSampler(student, GeneratorSampler(None, z_dim=int(spec["z_dim"])))

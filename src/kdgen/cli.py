@@ -153,12 +153,18 @@ def export(
     calibration: int = typer.Option(256, "--calibration", help="int8 static: how many real inputs calibrate the activations"),
     no_quality: bool = typer.Option(False, "--no-quality", help="skip re-measuring FID/accuracy of every exported variant"),
     steps: Optional[int] = typer.Option(None, "--steps", help="diffusion: the step count the ONNX sampler runs (default: the recorded one)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated evaluation seeds of the quality re-measure (default: the run's)"),
 ) -> None:
     """Export RUN/student into RUN/export/ (ONNX or TorchScript), prove parity with PyTorch, optionally int8; into metrics.json."""
     from .export import export as run_export
     from .report.tables import export_table
 
-    block = run_export(run, format=format, quantize=quantize, opset=opset, calibration=calibration, measure_quality=not no_quality, steps=steps)
+    try:
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise KdgenError(f"--seeds must be comma-separated integers like 0,1,2, got '{seeds}'") from None
+    block = run_export(run, format=format, quantize=quantize, opset=opset, calibration=calibration, measure_quality=not no_quality,
+                       steps=steps, seeds=seed_list)
     typer.echo(export_table(block))
     typer.echo(f"\nfiles: {run / 'export'}\nmetrics: {run / 'metrics.json'} (export)")
 

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import statistics
 import time
 import warnings
@@ -129,7 +130,12 @@ def parity(graph: Graph, run: Callable[[tuple[torch.Tensor, ...]], np.ndarray], 
     per_batch, worst_abs, worst_rel, scale = {}, 0.0, 0.0, 1.0
     for b in PARITY_BATCHES:
         inputs = graph.random_inputs(b, gen)
-        ref, got = graph.reference(inputs), np.asarray(run(inputs))
+        try:
+            got = np.asarray(run(inputs))
+        except Exception as e:
+            raise KdgenError(f"the exported student fails at batch {b} ({_first_line(e)}); nothing was kept - try --format torchscript "
+                             "or another --opset") from None
+        ref = graph.reference(inputs)
         scale = max(scale, float(np.abs(ref).max()))
         if got.shape != ref.shape:
             raise KdgenError(f"the exported student gives shape {list(got.shape)} at batch {b} where PyTorch gives {list(ref.shape)}; "
@@ -186,8 +192,7 @@ def export_onnx(graph: Graph, path: Path, *, opset: int | None = None) -> dict[s
                               opset_version=opset, dynamo=True, external_data=big, verbose=False,
                               dynamic_shapes=tuple({0: batch} for _ in example))
     except Exception as e:  # the exporter raises many types; the user needs one sentence
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise KdgenError(f"torch.onnx.export could not export this student ({first}); try --format torchscript") from None
+        raise KdgenError(f"torch.onnx.export could not export this student ({_first_line(e)}); try --format torchscript") from None
     model = onnx.load(str(path), load_external_data=False)
     written = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
     if opset is not None and written != opset:
@@ -273,45 +278,52 @@ def sampler_parity(model: nn.Module, student: OnnxStudent, *, n: int = 16, seed:
 
 
 def _calibration(graph: Graph, run_dir: Path, count: int) -> list[dict[str, np.ndarray]]:
-    """Calibration batches drawn like real use: latents for a generator, training images for a classifier, and
-    the inputs the student's own sampler feeds its network for a diffusion student."""
+    """`count` calibration inputs in batches of 32, drawn like real use: latents for a generator, training images for a
+    classifier, and for a diffusion student the inputs its own sampler feeds its network along real trajectories."""
     gen = torch.Generator().manual_seed(4321)
     batch = 32
     if graph.kind == "generator":
-        return [graph.feeds(graph.random_inputs(batch, gen)) for _ in range(max(1, count // batch))]
+        return [graph.feeds(graph.random_inputs(min(batch, count - i), gen)) for i in range(0, count, batch)]
     if graph.kind == "classifier":
         images = _run_images(run_dir, graph, split="train", n=count)
         return [{"image": x.numpy()} for x in images.split(batch)]
     from .sampling import DiffusionSampler
 
-    sampler = DiffusionSampler(graph.model)
-    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-    n = max(1, -(-count // sampler.sampling_steps))
-    labels = graph.model.default_labels(n)
-    sampler.run(sampler.latents(n, 4321), labels, torch.Generator().manual_seed(4322),
-                record=lambda x, t: seen.append((x.clone(), t.expand(x.shape[0]).clone(), labels)))
-    out = []
-    for x, t, y in seen:
-        out.append(graph.feeds((x, t.long()) if y is None else (x, t.long(), y)))
-    return out
+    sampler = DiffusionSampler(graph.model, batch_size=batch)
+    seen: list[dict[str, np.ndarray]] = []
+
+    def record(x, t, labels):
+        t = t.expand(x.shape[0]).long()
+        seen.append(graph.feeds((x, t) if labels is None else (x, t, labels)))
+
+    n = max(1, -(-count // sampler.sampling_steps))  # trajectories: every step of each is one input
+    latents, labels, noise = sampler.latents(n, 4321), graph.model.default_labels(n), torch.Generator().manual_seed(4322)
+    for i in range(0, n, batch):
+        y = labels[i : i + batch] if labels is not None else None
+        sampler.run(latents[i : i + batch], y, noise, record=lambda x, t, y=y: record(x, t, y))
+    return seen
 
 
-def quantize_int8(fp32: Path, graph: Graph, run_dir: Path, *, calibration: int = 256) -> dict[str, Path]:
+def quantize_int8(fp32: Path, graph: Graph, run_dir: Path, *, calibration: int = 256) -> tuple[dict[str, Path], int]:
     """onnxruntime dynamic (weights int8, activations quantized on the fly) and static (QDQ, per-channel,
-    activations calibrated on `calibration` real inputs) quantization of the fp32 graph; temp paths."""
+    activations calibrated on `calibration` real inputs) quantization of the fp32 graph, written beside it;
+    returns their paths and how many calibration inputs were used."""
     _need("onnxruntime", "int8 quantization")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = fp32.with_name(fp32.stem + ".pre.tmp.onnx")
+    big = fp32.with_name(fp32.name + ".data").is_file()
+    pre = fp32.parent / "pre" / fp32.name
+    pre.parent.mkdir(exist_ok=True)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True, save_as_external_data=big)
     except Exception as e:  # pre-processing is an optimisation; quantize the raw graph if it fails
-        log.warning("onnxruntime quantization pre-processing failed (%s); quantizing the exported graph as is", str(e).splitlines()[0][:200])
+        log.warning("onnxruntime quantization pre-processing failed (%s); quantizing the exported graph as is", _first_line(e))
         pre = fp32
     batches = _calibration(graph, run_dir, calibration)
+    used = sum(len(next(iter(b.values()))) for b in batches)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -320,23 +332,22 @@ def quantize_int8(fp32: Path, graph: Graph, run_dir: Path, *, calibration: int =
         def get_next(self):
             return next(self.it, None)
 
-    out = {k: fp32.with_name(v + ".tmp") for k, v in INT8_FILES.items()}
+    out = {k: fp32.with_name(v) for k, v in INT8_FILES.items()}
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            quantize_dynamic(str(pre), str(out["dynamic"]), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
+            quantize_dynamic(str(pre), str(out["dynamic"]), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
+                             use_external_data_format=big)
             quantize_static(str(pre), str(out["static"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
+                            use_external_data_format=big)
             for p in out.values():
                 session(p)  # onnxruntime must load what it wrote
     except Exception as e:
-        for p in out.values():
-            p.unlink(missing_ok=True)
-        raise KdgenError(f"onnxruntime could not quantize this student to int8 ({str(e).splitlines()[0][:300]}); export without --quantize") from None
+        raise KdgenError(f"onnxruntime could not quantize this student to int8 ({_first_line(e)}); export without --quantize") from None
     finally:
-        if pre != fp32:
-            pre.unlink(missing_ok=True)
-    return out
+        shutil.rmtree(fp32.parent / "pre", ignore_errors=True)
+    return out, used
 
 
 def quantized_ops(path: Path) -> dict[str, int]:
@@ -424,9 +435,31 @@ def _update_metrics(run_dir: Path, key: str, value: dict) -> None:
     atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
 
 
-def _place(tmp: Path, final: Path) -> Path:
-    os.replace(tmp, final)
-    return final
+@contextlib.contextmanager
+def _staging(folder: Path):
+    """RUN/export/.staging: every file of an export is built and checked there and moved into RUN/export only when
+    all checks passed; on any failure the folder goes and RUN/export (and metrics.json) stay as they were."""
+    stage = folder / ".staging"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _commit(stage: Path, folder: Path, *, stale: tuple[str, ...] = ()) -> None:
+    """Move every staged file into place; remove `stale` files that described an earlier export."""
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)
+    for path in sorted(stage.iterdir()):
+        os.replace(path, folder / path.name)
+
+
+def _size(path: Path) -> int:
+    """Bytes of a graph and of its external-data file, if it has one."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
 def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None, opset: int | None = None,
@@ -441,8 +474,12 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
         raise KdgenError(f"unknown export format '{format}'; use one of {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:
         raise KdgenError(f"unknown --quantize '{quantize}'; kdgen quantizes to {', '.join(QUANTIZE)}")
-    if quantize and format != "onnx":
-        raise KdgenError("--quantize int8 uses onnxruntime quantization; use it with --format onnx")
+    if format != "onnx" and (quantize or opset is not None):
+        raise KdgenError(f"--{'quantize' if quantize else 'opset'} applies to ONNX (onnxruntime); drop it or use --format onnx")
+    if quantize and calibration < 1:
+        raise KdgenError(f"--calibration must be at least 1 input, got {calibration}")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise KdgenError(f"the evaluation seeds must be distinct and at least one, got {seeds}")
     if format == "onnx":
         _need("onnxruntime", "checking an ONNX export")
     run_dir = Path(run).expanduser()
@@ -453,54 +490,56 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
     folder = run_dir / "export"
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"kind": graph.kind}
-    if format == "torchscript":
-        record = {**record, **_export_torchscript(graph, folder)}
-        block = {"torchscript": record}
-    else:
-        tmp = folder / (ONNX_FILE + ".tmp")
-        try:
-            facts = export_onnx(graph, tmp, opset=opset)
-            check = parity(graph, _ort_runner(graph, tmp))
-            _check_parity("ONNX", check)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # never leave an unchecked graph behind
-            raise
-        spec = sampler_spec(graph)
-        atomic_write_text(folder / SAMPLER_JSON, json.dumps(spec, indent=2) + "\n")
-        final = _place(tmp, folder / ONNX_FILE)
-        record = {**record, **facts, "file": str(final.relative_to(run_dir)), "bytes": final.stat().st_size, "parity": check}
-        _update_metrics(run_dir, "export", {"onnx": record})  # the file in place is the one metrics.json describes
-        ort_student = OnnxStudent(final, spec=spec)
-        if graph.kind == "diffusion":
-            record["sampler_parity"] = sp = sampler_parity(model, ort_student)
-            if not sp["max_abs"] <= sp["tolerance"]:
-                raise KdgenError(f"the ONNX sampler's images differ from PyTorch's by {sp['max_abs']:.3g} (> {sp['tolerance']}); "
-                                 "report the model - the graph itself matched")
-        variants: dict[str, Any] = {"pytorch": model, "onnx_fp32": ort_student}
-        if quantize:
-            tmps = quantize_int8(final, graph, run_dir, calibration=calibration)
-            int8 = {}
-            for kind, path in tmps.items():
-                placed = _place(path, folder / INT8_FILES[kind])
-                q_student = OnnxStudent(placed, spec={**spec, "onnx": placed.name})
-                gap = parity(graph, lambda inputs, s=q_student: s.session.run(None, graph.feeds(inputs))[0])
-                int8[kind] = {"file": str(placed.relative_to(run_dir)), "bytes": placed.stat().st_size,
-                              "vs_pytorch": {"max_abs": gap["max_abs"], "max_rel": gap["max_rel"]}, **quantized_ops(placed)}
-                variants[f"int8_{kind}"] = q_student
-            int8["calibration_inputs"] = calibration
-            record["int8"] = int8
-        if measure_quality and (run_dir / "config.yaml").is_file():
-            record["quality"] = variant_quality(run_dir, graph, variants, seeds=seeds)
-            ref = record["quality"]["pytorch"]
-            key = "accuracy" if graph.kind == "classifier" else "fid"
-            for name, q in record["quality"].items():
-                q[f"{key}_vs_pytorch"] = q[key] / ref[key] if ref[key] else float("nan")
-        block = {"onnx": record}
-    record["seconds"] = round(time.perf_counter() - t0, 1)
+    with _staging(folder) as stage:
+        if format == "torchscript":
+            record = {"kind": graph.kind, **_export_torchscript(graph, stage / TS_FILE)}
+            stale: tuple[str, ...] = ()
+        else:
+            record = _export_onnx_checked(graph, stage, run_dir, opset=opset, quantize=quantize, calibration=calibration,
+                                          measure_quality=measure_quality, seeds=seeds)
+            stale = () if quantize else tuple(INT8_FILES.values())  # int8 graphs of an earlier export no longer match
+        record["seconds"] = round(time.perf_counter() - t0, 1)
+        _commit(stage, folder, stale=stale)
+    block = {format: record}
     _update_metrics(run_dir, "export", block)
     _rebuild_report(run_dir)
     return block
+
+
+def _export_onnx_checked(graph: Graph, stage: Path, run_dir: Path, *, opset: int | None, quantize: str | None, calibration: int,
+                         measure_quality: bool, seeds: list[int] | None) -> dict[str, Any]:
+    """Everything an ONNX export writes, built and checked in `stage`: the graph and its parity, sampler.json and
+    (diffusion) the sampler's parity, the int8 graphs, and the quality of every variant."""
+    path = stage / ONNX_FILE
+    record: dict[str, Any] = {"kind": graph.kind, **export_onnx(graph, path, opset=opset)}
+    record["parity"] = check = parity(graph, _ort_runner(graph, path))
+    _check_parity("ONNX", check)
+    spec = sampler_spec(graph)
+    atomic_write_text(stage / SAMPLER_JSON, json.dumps(spec, indent=2) + "\n")
+    record.update(file=f"export/{ONNX_FILE}", bytes=_size(path))
+    ort_student = OnnxStudent(path, spec=spec)
+    if graph.kind == "diffusion":
+        record["sampler_parity"] = sp = sampler_parity(graph.model, ort_student)
+        if not sp["max_abs"] <= sp["tolerance"]:
+            raise KdgenError(f"the ONNX sampler's images differ from PyTorch's by {sp['max_abs']:.3g} (> {sp['tolerance']}) although the "
+                             "graph matched; nothing was kept - report the model with its config.yaml")
+    variants: dict[str, Any] = {"pytorch": graph.model, "onnx_fp32": ort_student}
+    if quantize:
+        paths, used = quantize_int8(path, graph, run_dir, calibration=calibration)
+        int8: dict[str, Any] = {"calibration_inputs": used}
+        for kind, q_path in paths.items():
+            q_student = OnnxStudent(q_path, spec={**spec, "onnx": q_path.name})
+            gap = parity(graph, lambda inputs, s=q_student: s.session.run(None, graph.feeds(inputs))[0])
+            int8[kind] = {"file": f"export/{q_path.name}", "bytes": _size(q_path),
+                          "vs_pytorch": {"max_abs": gap["max_abs"], "max_rel": gap["max_rel"]}, **quantized_ops(q_path)}
+            variants[f"int8_{kind}"] = q_student
+        record["int8"] = int8
+    if measure_quality and (run_dir / "config.yaml").is_file():
+        record["quality"] = quality = variant_quality(run_dir, graph, variants, seeds=seeds)
+        key = "accuracy" if graph.kind == "classifier" else "fid"
+        for q in quality.values():
+            q[f"{key}_vs_pytorch"] = q[key] / quality["pytorch"][key] if quality["pytorch"][key] else float("nan")
+    return record
 
 
 def _set_steps(model: nn.Module, steps: int) -> None:
@@ -508,39 +547,34 @@ def _set_steps(model: nn.Module, steps: int) -> None:
     from .sampling import DiffusionSampler
 
     if not isinstance(model, DiffusionModel):
-        raise KdgenError("--steps applies to diffusion students; this student makes an image in one call - drop --steps")
+        raise KdgenError(f"--steps applies to diffusion students; this student is a {student_kind(model)} - drop --steps")
     DiffusionSampler(model, steps=steps)  # one sentence when the model cannot take that many steps
     model.steps = int(steps)
 
 
-def _export_torchscript(graph: Graph, folder: Path) -> dict[str, Any]:
+def _export_torchscript(graph: Graph, path: Path) -> dict[str, Any]:
+    """torch.jit.trace of the exported module, saved to `path` (a staging path), reloaded and checked for parity."""
     example = graph.random_inputs(2, torch.Generator().manual_seed(0))
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # tracer warnings, and torch.jit's own deprecation notice
             traced = torch.jit.trace(graph.module.cpu(), example, check_trace=False)
+            torch.jit.save(traced, str(path))
+            loaded = torch.jit.load(str(path))
     except Exception as e:
-        raise KdgenError(f"torch.jit.trace could not trace this student ({str(e).splitlines()[0][:300]}); use --format onnx") from None
-    tmp = folder / (TS_FILE + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, and says so on every call
-        with open(tmp, "wb") as f:
-            torch.jit.save(traced, f)
-        loaded = torch.jit.load(str(tmp))
+        raise KdgenError(f"torch.jit.trace could not trace this student ({_first_line(e)}); use --format onnx") from None
 
     def run(inputs):
         with torch.no_grad():
             return loaded(*inputs).numpy()
 
     check = parity(graph, run)
-    try:
-        _check_parity("TorchScript", check)
-    except KdgenError:
-        tmp.unlink(missing_ok=True)
-        raise
-    final = _place(tmp, folder / TS_FILE)
-    return {"file": str(final.relative_to(folder.parent)), "bytes": final.stat().st_size, "method": "torch.jit.trace",
-            "inputs": graph.inputs, "parity": check}
+    _check_parity("TorchScript", check)
+    return {"file": f"export/{TS_FILE}", "bytes": path.stat().st_size, "method": "torch.jit.trace", "inputs": graph.inputs, "parity": check}
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _rebuild_report(run_dir: Path) -> None:

@@ -32,6 +32,11 @@ except ImportError:  # this file copied onto a device without kdgen
         """A user error: one sentence naming the problem and the fix."""
 
 SAMPLER_JSON = "sampler.json"
+REQUIRED = {  # what each kind of sampler.json must hold
+    "generator": ["inputs", "z_dim"],
+    "classifier": ["inputs", "shape"],
+    "diffusion": ["inputs", "shape", "steps", "scheduler", "prediction_type", "timesteps", "alpha_t", "alpha_prev"],
+}
 
 
 def session(path: str | Path, *, threads: int | None = None):
@@ -57,9 +62,17 @@ def read_sampler_json(onnx_path: str | Path) -> dict[str, Any]:
     if not spec.is_file():
         raise KdgenError(f"'{spec}' is missing beside '{path.name}'; re-export the run with `kdgen export RUN` (it writes both files)")
     try:
-        return json.loads(spec.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(spec.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise KdgenError(f"'{spec}' is not valid JSON ({e}); re-export the run with `kdgen export RUN`") from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in REQUIRED:
+        raise KdgenError(f"'{spec}' is not a kdgen sampler.json (no kind generator, diffusion or classifier); re-export the run with `kdgen export RUN`")
+    need = REQUIRED[kind] + (["c_skip", "c_out"] if data.get("scheduler") == "LCMScheduler" else [])
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise KdgenError(f"'{spec}' lacks {', '.join(missing)} for a {kind}; re-export the run with `kdgen export RUN`")
+    return data
 
 
 class OnnxStudent:
@@ -71,6 +84,10 @@ class OnnxStudent:
         self.spec = spec or read_sampler_json(self.path)
         self.kind = self.spec["kind"]
         self.session = session(self.path, threads=threads)
+        names = [i.name for i in self.session.get_inputs()]
+        if names != list(self.spec["inputs"]):
+            raise KdgenError(f"'{self.path.name}' takes inputs {names} but its sampler.json describes {self.spec['inputs']}; the two files "
+                             "come from different exports - re-export the run with `kdgen export RUN`")
         self.batch_size = int(self.spec.get("batch_size", 500))
 
     # ------------------------------------------------------------------ shapes and noise

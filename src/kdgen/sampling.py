@@ -71,6 +71,7 @@ class DiffusionSampler:
 
         self.model, self.batch_size = model, batch_size
         self.net = net or model.guided  # net(x, t, labels): one guided call; export swaps in a TorchScript graph
+        self._scheduler = None
         self.sampling_steps = int(model.steps if steps is None else steps)
         most = model.num_train_timesteps
         if model.sampler == "LCMScheduler":  # a consistency student samples on its solver grid
@@ -103,7 +104,9 @@ class DiffusionSampler:
 
     def run(self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator | None = None, record=None) -> torch.Tensor:
         """All sampling steps from noise x; `record(x, t)` (optional) sees every network input (int8 calibration)."""
-        scheduler = self.model.make_scheduler()
+        if self._scheduler is None:  # built once per sampler: set_timesteps resets its state for every run
+            self._scheduler = self.model.make_scheduler()
+        scheduler = self._scheduler
         scheduler.set_timesteps(self.sampling_steps)
         for t in scheduler.timesteps:
             if record is not None:

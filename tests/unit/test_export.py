@@ -116,12 +116,62 @@ def test_a_parity_failure_is_an_error_and_keeps_the_last_good_export(tmp_path, m
         export(run, measure_quality=False)
     assert (run / "export" / "student.onnx").read_bytes() == good
     assert json.loads((run / "metrics.json").read_text()) == before
-    assert not list((run / "export").glob("*.tmp*"))
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["sampler.json", "student.onnx"]
+
+
+@pytest.mark.parametrize("where", ["sampler_parity", "quantize_int8"])
+def test_a_failure_late_in_an_export_changes_nothing(tmp_path, monkeypatch, where):
+    """The ONNX sampler's check and int8 quantization run after the graph passed parity: failing there must
+    still leave the earlier export, its int8 files and metrics.json exactly as they were."""
+    ex = sys.modules["kdgen.export"]
+    run = tmp_path / "run"
+    save_diffusion(tiny_diffusion(steps=2), run / "student")
+    export(run, quantize="int8", calibration=8, measure_quality=False)
+    files = {p.name: p.read_bytes() for p in (run / "export").iterdir()}
+    before = (run / "metrics.json").read_text()
+
+    def broken(*a, **k):
+        if where == "sampler_parity":
+            return {"n": 1, "steps": 3, "max_abs": 1.0, "mean_abs": 1.0, "tolerance": 1e-3}
+        raise KdgenError("onnxruntime could not quantize this student to int8 (forced); export without --quantize")
+
+    monkeypatch.setattr(ex, where, broken)
+    with pytest.raises(KdgenError):
+        export(run, quantize="int8", steps=3, calibration=8, measure_quality=False)
+    assert {p.name: p.read_bytes() for p in (run / "export").iterdir()} == files
+    assert (run / "metrics.json").read_text() == before
+    assert set(files) == {"sampler.json", "student.onnx", "student.int8-dynamic.onnx", "student.int8-static.onnx"}
+
+
+def test_a_plain_re_export_drops_the_int8_graphs_of_the_old_one(tmp_path):
+    run = _run_with(tmp_path, "generator")
+    export(run, quantize="int8", calibration=40, measure_quality=False)
+    assert json.loads((run / "metrics.json").read_text())["export"]["onnx"]["int8"]["calibration_inputs"] == 40
+    export(run, measure_quality=False)
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["sampler.json", "student.onnx"]
+    assert "int8" not in json.loads((run / "metrics.json").read_text())["export"]["onnx"]
+
+
+def test_mismatched_or_malformed_export_files_are_sentences(tmp_path):
+    gan, cls = _run_with(tmp_path, "generator"), _run_with(tmp_path, "classifier")
+    export(gan, measure_quality=False)
+    export(cls, measure_quality=False)
+    (gan / "export" / "student.onnx").write_bytes((cls / "export" / "student.onnx").read_bytes())
+    with pytest.raises(KdgenError, match=r"takes inputs \['image'\] but its sampler.json describes \['z'\]"):
+        OnnxStudent(gan / "export" / "student.onnx")
+    for text, match in (("{}", "is not a kdgen sampler.json"), ("[1]", "is not a kdgen sampler.json"), ("{oops", "is not valid JSON"),
+                        ('{"kind": "diffusion", "inputs": []}', "lacks shape, steps")):
+        (cls / "export" / "sampler.json").write_text(text)
+        with pytest.raises(KdgenError, match=match):
+            OnnxStudent(cls / "export" / "student.onnx")
 
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"format": "tflite"}, "unknown export format 'tflite'; use one of onnx, torchscript"),
-    ({"format": "torchscript", "quantize": "int8"}, "use it with --format onnx"),
+    ({"format": "torchscript", "quantize": "int8"}, "--quantize applies to ONNX"),
+    ({"format": "torchscript", "opset": 18}, "--opset applies to ONNX"),
+    ({"quantize": "int8", "calibration": 0}, "--calibration must be at least 1 input, got 0"),
+    ({"steps": 2}, "--steps applies to diffusion students; this student is a generator"),
     ({"quantize": "int4"}, "unknown --quantize 'int4'"),
     ({"opset": 9}, r"--opset 9 is outside what the installed exporter can write \(18\.\."),
 ])
