@@ -12,7 +12,7 @@ FAST = ["train.steps=6", "train.log_every=2", "train.checkpoint_every=100", "eva
 CNN_STUDENT = "student={init: random, family: cnn, args: {widths: [4, 8]}}"
 METHOD_ARGS = {
     "hinton": "methods={hinton: {temperature: 4.0, alpha: 0.5}}",
-    "dkd": "methods={dkd: {temperature: 4.0}}",
+    "dkd": "methods={dkd: {temperature: 4.0, warmup: 3}}",
     "fitnet": "methods={hinton: {alpha: 0.5}, fitnet: {weight: 0.5, student_layers: [blocks.1], teacher_layers: [blocks.1]}}",
     "attention": "methods={attention: {student_layers: [blocks.0, blocks.1], teacher_layers: [blocks.0, blocks.1]}}",
 }
@@ -86,3 +86,19 @@ def test_classifier_user_errors_are_one_sentence(extra, pattern, digits_teacher,
     import re
 
     assert re.search(pattern, err), err
+
+
+def test_resnet_teacher_distils_into_a_cnn_student_on_digits(tmp_path, monkeypatch, capsys):
+    """A ResNet-18 teacher (train-teacher) into a small CNN student (hinton + attention on layer1/layer2), a few steps each."""
+    few = ["train.steps=3", "data.batch_size=16", *FAST[1:]]
+    code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/classifier/digits-teacher.yaml", f"out={tmp_path / 't'}",
+                           "model={family: resnet, args: {arch: resnet18}}", *few)
+    assert code == 0, err
+    code, stdout, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/digits-hinton.yaml", f"out={tmp_path / 's'}",
+                                f"teacher.path={tmp_path / 't' / 'teacher'}", CNN_STUDENT, *few,
+                                "methods={hinton: {alpha: 0.5}, attention: {student_layers: [blocks.0, blocks.1], teacher_layers: [layer1, layer2]}}")
+    assert code == 0, err
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "t" / "teacher" / "model.json").read_text())["family"] == "resnet" and m["train"]["steps"] == 3
+    assert m["student"]["params"] * 100 < m["teacher"]["params"] and sum(map(sum, m["student"]["confusion"])) == 360
+    assert "| agreement with teacher |" in stdout and 0 <= m["student"]["agreement"] <= 1

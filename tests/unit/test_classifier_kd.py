@@ -58,6 +58,30 @@ def test_dkd_matches_hand_values_and_decomposes_classic_kd():
     assert dkd_loss(*args, temperature=temp, alpha=1.0, beta=1 - pt[0]).item() == pytest.approx(kd, rel=1e-4)
 
 
+def test_dkd_warmup_ramps_the_kd_part_linearly_and_is_checkpointed():
+    from kdgen.methods.classifier_base import ClsBatch
+    from kdgen.methods.dkd import DKDTerm
+
+    s, t, y = torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([[1.0, 1.5, 0.0]]), torch.tensor([0])
+    ce = torch.nn.functional.cross_entropy(s, y).item()
+    kd = dkd_loss(s, t, y, temperature=4.0, alpha=1.0, beta=8.0).item()
+    ctx = ClassifierContext(student=torch.nn.Identity(), teacher=torch.nn.Identity(), example=torch.zeros(1, 1, 1, 1))
+    term = DKDTerm(DKDTerm.Options(warmup=4), ctx).train()
+    got = [term.loss(ClsBatch(s, t, y)).item() for _ in range(6)]
+    assert got == pytest.approx([ce + r * kd for r in (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)], rel=1e-5)
+    term.eval()  # evaluation passes neither count nor change the ramp
+    assert term.loss(ClsBatch(s, t, y)).item() == pytest.approx(ce + kd, rel=1e-5) and int(term.steps_seen) == 6
+    fresh = DKDTerm(DKDTerm.Options(warmup=4), ctx).train()
+    fresh.load_state_dict({"steps_seen": torch.tensor(1)})  # a resumed run continues the ramp from its checkpoint
+    assert fresh.loss(ClsBatch(s, t, y)).item() == pytest.approx(ce + 0.5 * kd, rel=1e-5)
+    no_ramp = DKDTerm(DKDTerm.Options(), ctx).train()
+    assert no_ramp.loss(ClsBatch(s, t, y)).item() == pytest.approx(ce + kd, rel=1e-5)
+    from kdgen.methods import parse_methods
+
+    with pytest.raises(KdgenError, match=r"'methods.dkd.warmup' must be >= 0"):
+        parse_methods({"dkd": {"warmup": -1}})
+
+
 def test_attention_maps_are_unit_norm_and_resized():
     a, b = torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8, 8)
     q = attention_map(b)
@@ -90,6 +114,7 @@ def test_gradients_reach_student_and_adapters_only_and_teacher_stays_frozen():
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
     assert not method.teacher.training and not method.teacher.module.training and method.student.training
     assert not any(k.startswith("teacher.") for k in method.checkpoint_state())
+    assert int(method.checkpoint_state()["terms.dkd.steps_seen"]) == 1  # the DKD warm-up count travels with checkpoints
 
 
 def test_teacher_only_distillation_runs_without_labels():

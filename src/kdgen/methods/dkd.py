@@ -40,9 +40,22 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     return t**2 * (alpha * tckd + beta * nckd)
 
 
+def warmup_factor(step: int, warmup: int) -> float:
+    """min(step / warmup, 1): the linear ramp of the DKD terms over the first `warmup` training steps.
+
+    Zhao et al. (2022) multiply the KD part (not the cross-entropy) by min(epoch / warmup, 1), warmup = 20
+    epochs on CIFAR-100 (mdistiller's DKD); here the ramp counts optimizer steps. warmup = 0: no ramp.
+    """
+    return 1.0 if warmup <= 0 else min(step / warmup, 1.0)
+
+
 @METHODS.register("dkd")
 class DKDTerm(ClassifierTerm):
-    """Decoupled KD (Zhao et al., CVPR 2022): ce * CE + alpha * TCKD + beta * NCKD, needs labels."""
+    """Decoupled KD (Zhao et al., CVPR 2022): ce * CE + ramp * (alpha * TCKD + beta * NCKD), needs labels.
+
+    `warmup` (steps) ramps the KD part linearly from 1/warmup to 1 as in the paper; the count of training
+    steps seen is a buffer, so it is saved in checkpoints and a resumed run continues the ramp.
+    """
 
     @dataclass
     class Options:
@@ -51,16 +64,23 @@ class DKDTerm(ClassifierTerm):
         alpha: float = field(default=1.0, metadata=_check(ge=0))  # target-class term (TCKD)
         beta: float = field(default=8.0, metadata=_check(ge=0))  # non-target-class term (NCKD)
         ce: float = field(default=1.0, metadata=_check(ge=0))  # hard-label cross-entropy
+        warmup: int = field(default=0, metadata=_check(ge=0))  # steps over which the KD part ramps up linearly; 0: none
 
     def __init__(self, options: "DKDTerm.Options", ctx: ClassifierContext):
         super().__init__()
         self.options = options
         if not ctx.has_labels:
             raise KdgenError("methods.dkd splits the teacher's output at the true class, and this data has no labels; use hinton with alpha=0")
+        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))  # training steps so far, for the warm-up
 
     def loss(self, b: ClsBatch) -> torch.Tensor:
         o = self.options
         if b.labels is None:
             raise KdgenError("methods.dkd needs labels in every batch; use hinton with alpha=0 for unlabelled data")
+        # 1. the warm-up ramp: one more training step seen (evaluation passes do not count)
+        if self.training:
+            self.steps_seen += 1
+        ramp = warmup_factor(int(self.steps_seen), o.warmup)
+        # 2. hard labels plus the ramped decoupled KD terms
         kd = dkd_loss(b.student_logits, b.teacher_logits, b.labels, temperature=o.temperature, alpha=o.alpha, beta=o.beta)
-        return o.ce * F.cross_entropy(b.student_logits, b.labels) + kd
+        return o.ce * F.cross_entropy(b.student_logits, b.labels) + ramp * kd
