@@ -49,6 +49,7 @@ PARITY_TOL = 1e-4  # fp32: max |onnxruntime - PyTorch| <= PARITY_TOL * max(1, ma
 SAMPLER_TOL = 1e-3  # the ONNX diffusion sampler vs the PyTorch sampler, all steps, same noise
 ONNX_FILE, TS_FILE = "student.onnx", "student.torchscript.pt"
 INT8_FILES = {"dynamic": "student.int8-dynamic.onnx", "static": "student.int8-static.onnx"}
+SAMPLES_FILE = "samples.png"  # PyTorch | onnxruntime fp32 | int8 ..., the same seeds
 
 
 # --------------------------------------------------------------------------- what is exported
@@ -497,7 +498,7 @@ def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None
         else:
             record = _export_onnx_checked(graph, stage, run_dir, opset=opset, quantize=quantize, calibration=calibration,
                                           measure_quality=measure_quality, seeds=seeds)
-            stale = () if quantize else tuple(INT8_FILES.values())  # int8 graphs of an earlier export no longer match
+            stale = (() if quantize else tuple(INT8_FILES.values())) + (SAMPLES_FILE,)  # an earlier export's files no longer match
         record["seconds"] = round(time.perf_counter() - t0, 1)
         _commit(stage, folder, stale=stale)
     block = {format: record}
@@ -534,6 +535,8 @@ def _export_onnx_checked(graph: Graph, stage: Path, run_dir: Path, *, opset: int
                           "vs_pytorch": {"max_abs": gap["max_abs"], "max_rel": gap["max_rel"]}, **quantized_ops(q_path)}
             variants[f"int8_{kind}"] = q_student
         record["int8"] = int8
+    if graph.kind != "classifier":  # a picture: the same seeds through every variant
+        record["samples"] = _variant_grid(graph, variants, stage / SAMPLES_FILE)
     if measure_quality and (run_dir / "config.yaml").is_file():
         record["quality"] = quality = variant_quality(run_dir, graph, variants, seeds=seeds)
         key = "accuracy" if graph.kind == "classifier" else "fid"
@@ -550,6 +553,17 @@ def _set_steps(model: nn.Module, steps: int) -> None:
         raise KdgenError(f"--steps applies to diffusion students; this student is a {student_kind(model)} - drop --steps")
     DiffusionSampler(model, steps=steps)  # one sentence when the model cannot take that many steps
     model.steps = int(steps)
+
+
+def _variant_grid(graph: Graph, variants: dict[str, Any], path: Path, n: int = 36) -> dict[str, Any]:
+    """Side-by-side grids of every variant from the same noise (seed 0), left to right in `variants` order."""
+    from .report import save_side_by_side
+    from .sampling import make_sampler
+
+    ref = make_sampler(graph.model, batch_size=n)
+    panels = {name: (ref if isinstance(v, nn.Module) else OrtSampler(v, ref)).sample(n, 0) for name, v in variants.items()}
+    save_side_by_side(panels, path, nrow=6)
+    return {"file": f"export/{SAMPLES_FILE}", "panels": list(panels), "seed": 0, "n": n}
 
 
 def _export_torchscript(graph: Graph, path: Path) -> dict[str, Any]:

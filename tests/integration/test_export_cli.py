@@ -39,6 +39,8 @@ def test_export_onnx_int8_measures_every_variant_and_reports_it(gan_run, monkeyp
         assert (gan_run / rec["file"]).is_file() and rec["int8_nodes"] > 0 and rec["vs_pytorch"]["max_abs"] > 0
     assert block["int8"]["static"]["bytes"] < block["bytes"]  # int8 weights are smaller
     assert "deployment: export, int8, latency" in (gan_run / "report.html").read_text()
+    assert block["samples"]["panels"] == ["pytorch", "onnx_fp32", "int8_dynamic", "int8_static"]
+    assert Image.open(gan_run / "export" / "samples.png").width > 4 * 6 * 28
 
 
 def test_torchscript_then_bench_latency_times_every_runtime(gan_run, monkeypatch, capsys):

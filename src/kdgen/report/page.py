@@ -202,13 +202,17 @@ def _markdown_tables(md: str) -> str:
     return "".join(html)
 
 
-def _deployment_section(metrics: dict) -> str:
-    from .tables import export_table, latency_table
+def _deployment_section(run: Path, metrics: dict) -> str:
+    from .tables import EXPORT_VARIANTS, export_table, latency_table
 
     parts = []
     if metrics.get("export"):
         parts.append("<h3>exported files (parity on fresh random inputs; int8 quality measured like the student)</h3>"
                      + _markdown_tables(export_table(metrics["export"])))
+        grid = (metrics["export"].get("onnx") or {}).get("samples")
+        if grid and (run / grid["file"]).is_file():
+            names = " | ".join(EXPORT_VARIANTS.get(p, p) for p in grid["panels"])
+            parts.append(f"<p>{escape(names)}, the same noise (seed {grid['seed']})</p>" + _img((run / grid["file"]).read_bytes(), "export variants"))
     if (metrics.get("latency") or {}).get("rows"):
         parts.append("<h3>latency where it runs</h3>" + _markdown_tables(latency_table(metrics["latency"])))
     return "".join(parts)
@@ -237,7 +241,7 @@ def render(run: Path, metrics: dict) -> str:
         ("evaluation protocol", _protocol_section(metrics)),
     ]
     if metrics.get("export") or metrics.get("latency"):
-        sections.insert(1, ("deployment: export, int8, latency", _deployment_section(metrics)))
+        sections.insert(1, ("deployment: export, int8, latency", _deployment_section(run, metrics)))
     body = "".join(f"<section><h2>{escape(h)}</h2>{html}</section>" for h, html in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head>\n<body><h1>{escape(title)}</h1>{_summary(run, metrics)}{body}"
