@@ -9,7 +9,8 @@ distillation recipe) and the student distilled from that seed's teacher (configs
 The two students share shape, steps, data (the recipe's data.shift: 0, Hinton's unregularised student) and seed.
 Errors are counted on the 500 mnist5k test images. Gap closed = (alone - distilled) / (alone - teacher), per
 seed and of the means. The sweep distils the teachers of the first `--sweep-seeds` seeds at T = 1, 2, 4, 8, 20
-(the recipe's alpha) and at alpha = 0, 0.1, 0.5 (the recipe's T); the recipe's own setting is the main run, reused."""
+(the recipe's alpha) and at alpha = 0, 0.1, 0.5 (the recipe's T); the recipe's own setting is the main run, reused.
+The section ends with benchmarks/hinton/steps.md when present (longer training, written by hinton/probe_steps.py --write)."""
 
 from __future__ import annotations
 
@@ -196,6 +197,9 @@ def main() -> None:
     command = ("python benchmarks/hinton.py" + (" --quick" if args.quick else "") + (f" --steps {args.steps}" if args.steps else "")
                + (f" --seeds {args.seeds}" if args.seeds else "") + (f" --sweep-seeds {args.sweep_seeds}" if args.sweep_seeds != 3 else ""))
     body = table(rows, swept, facts, steps, time.perf_counter() - t0, command)
+    tried = HERE / "hinton" / "steps.md"  # what benchmarks/hinton/probe_steps.py --write found; kept across reruns
+    if tried.exists() and not args.quick:
+        body += "\n\n" + tried.read_text().rstrip()
     print(body)
     raw = {"steps": steps, "seeds": seeds, "recipe": facts, "rows": rows,
            "sweep": [{"temperature": k[0], "alpha": k[1], "errors": v} for k, v in swept.items()]}
