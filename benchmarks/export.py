@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -106,6 +107,9 @@ def render(results: dict[str, dict], wall: float, command: str, notes: list[str]
               "- onnxruntime's dynamic quantization has no int8 ConvTranspose: in a DCGAN generator only the last Conv is int8 "
               "(see the node counts), so its file and speed barely change; static (QDQ) quantization covers every weighted op."]
     lines += [f"- {n}" for n in notes]
+    pictures = [f"![{name}: PyTorch | onnxruntime fp32 | int8 dynamic | int8 static](export/samples-{name}.png)" for name in results]
+    lines += ["", "The same noise through every variant (PyTorch | onnxruntime fp32 | int8 dynamic | int8 static), from `RUN/export/samples.png`:", "",
+              *pictures]
     return "\n".join(lines)
 
 
@@ -134,6 +138,9 @@ def main() -> None:
             notes.append(f"{DIFFUSION_RUN} is missing (make it with `python benchmarks/diffusion_steps.py --only consistency`); no diffusion rows.")
     out = Path(__file__).resolve().parent / "export"
     out.mkdir(exist_ok=True)
+    for name, run in (("demo", demo), ("consistency", DIFFUSION_RUN)):
+        if name in results and (run / "export" / "samples.png").is_file():
+            shutil.copyfile(run / "export" / "samples.png", out / f"samples-{name}.png")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     body = render(results, time.perf_counter() - t0, "python benchmarks/export.py" + (" --quick" if args.quick else ""), notes)
     print(body)
