@@ -60,7 +60,7 @@ def _trainer(method, dataset, cfg: RunConfig, out: Path) -> Trainer:
     return Trainer(
         method, dataset, out_dir=out, steps=t.steps, lr=t.lr, d_lr=t.d_lr, betas=tuple(t.betas), batch_size=cfg.data.batch_size,
         ema=t.ema, grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
-        sample_every=t.sample_every, seed=t.seed, workers=cfg.data.workers,
+        sample_every=t.sample_every, seed=t.seed, workers=cfg.data.workers, lr_schedule=t.lr_schedule,
     )
 
 

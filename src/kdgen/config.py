@@ -65,6 +65,7 @@ class StudentConfig:
 class TrainConfig:
     steps: int = field(default=1200, metadata=_check(gt=0))
     lr: float = field(default=1e-3, metadata=_check(gt=0))
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: lr x (1 + cos(pi step / steps)) / 2, for every optimizer
     d_lr: float | None = field(default=None, metadata=_check(gt=0))  # discriminator; None: lr
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     ema: float = field(default=0.999, metadata=_check(ge=0, le=1))  # 0 disables the EMA

@@ -59,7 +59,7 @@ class Trainer:
         self, method: DistillationMethod, dataset: torch.utils.data.Dataset, *, out_dir: str | Path,
         steps: int, lr: float, d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.999),
         batch_size: int = 64, ema: float = 0.999, grad_clip: float = 1.0, checkpoint_every: int = 250,
-        log_every: int = 25, sample_every: int = 250, seed: int = 0, workers: int = 0,
+        log_every: int = 25, sample_every: int = 250, seed: int = 0, workers: int = 0, lr_schedule: str = "constant",
     ):
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -89,6 +89,8 @@ class Trainer:
             for p in self.phases
         ]
         self.method, self.loader, *self.optimizers = self.acc.prepare(method, loader, *optimizers)
+        self.lr_schedule = lr_schedule
+        self.base_lrs = [[g["lr"] for g in o.param_groups] for o in self.optimizers]
         self.ema = EMA(self._unwrapped.student, ema) if ema > 0 else None
 
     @property
@@ -135,6 +137,19 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_003 + step * 101 + self.acc.process_index)
 
     # ------------------------------------------------------------------ loop
+    def lr_factor(self, step: int) -> float:
+        """The learning rate at `step` (1-based) over its base: 1, or a cosine from 1 down to 0 at the last step.
+        A function of the step alone, so a resumed run continues the same curve."""
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - 1) / max(1, self.steps)))
+        return 1.0
+
+    def _set_lr(self, step: int) -> None:
+        f = self.lr_factor(step)
+        for opt, bases in zip(self.optimizers, self.base_lrs):
+            for g, base in zip(opt.param_groups, bases):
+                g["lr"] = base * f
+
     def fit(self, *, resume: bool = False) -> TrainResult:
         from tqdm.auto import tqdm
 
@@ -153,6 +168,7 @@ class Trainer:
             batch = next(batches)
             # 1. one forward/backward/step per phase (e.g. discriminator, then student)
             logs = {}
+            self._set_lr(step)
             for phase, opt in zip(self.phases, self.optimizers):
                 out = self.method(batch, phase)
                 # 2. a non-finite loss (on any process) stops the run; the last good checkpoint stays

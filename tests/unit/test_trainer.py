@@ -121,3 +121,29 @@ def test_resumed_run_sees_the_same_batches_as_an_uninterrupted_one(tmp_path):
     _trainer(second, tmp_path / "b", 12).fit(resume=True)
     assert first.seen + second.seen == straight.seen
     assert straight.seen[:8] != straight.seen[8:12] + straight.seen[:4]  # epochs are shuffled differently
+
+
+def test_cosine_schedule_follows_the_step_and_survives_resume(tmp_path):
+    seen = []
+
+    class Record(Regress):
+        def forward(self, batch, phase):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+            return super().forward(batch, phase)
+
+    def make(out, steps):
+        return Trainer(Record(), _data(), out_dir=out, steps=steps, lr=0.05, batch_size=8, ema=0, checkpoint_every=2, log_every=1,
+                       sample_every=100, lr_schedule="cosine")
+
+    trainer = make(tmp_path / "a", 6)
+    trainer.fit()
+    whole = list(seen)
+    assert whole[0] == pytest.approx(0.05) and whole == sorted(whole, reverse=True) and whole[-1] < 0.01
+    assert whole[3] == pytest.approx(0.05 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 3 / 6)).item()))
+    seen.clear()
+    trainer = make(tmp_path / "b", 4)
+    trainer.fit()
+    seen.clear()
+    trainer = make(tmp_path / "b", 6)  # resumed at step 4 of a 6-step run: the rest of the same curve
+    trainer.fit(resume=True)
+    assert seen == pytest.approx(whole[4:])
