@@ -314,7 +314,7 @@ def _onnx_sampler(path: Path, steps: int | None):
     """An exported generator or diffusion student as a Sampler whose latents match kdgen's PyTorch samplers."""
     from .export import OrtSampler
     from .onnx_sampler import OnnxStudent, read_sampler_json
-    from .sampling import DiffusionSampler, GeneratorSampler
+    from .sampling import GeneratorSampler
 
     spec = read_sampler_json(path)
     if spec["kind"] == "classifier":

@@ -624,7 +624,6 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
     same process, same threads: median ms per batch after warm-up and images/s, every sampling step included.
     Written into metrics.json["latency"] and the report."""
     from .config import load_config
-    from .sampling import make_sampler
     from .teacher import load_teacher
 
     run_dir = Path(run).expanduser()
