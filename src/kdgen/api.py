@@ -314,7 +314,6 @@ def _onnx_sampler(path: Path, steps: int | None):
     """An exported generator or diffusion student as a Sampler whose latents match kdgen's PyTorch samplers."""
     from .export import OrtSampler
     from .onnx_sampler import OnnxStudent, read_sampler_json
-    from .sampling import GeneratorSampler
 
     spec = read_sampler_json(path)
     if spec["kind"] == "classifier":
@@ -322,22 +321,7 @@ def _onnx_sampler(path: Path, steps: int | None):
     if steps is not None and steps != spec.get("steps", 1):
         raise KdgenError(f"this export runs its recorded {spec.get('steps', 1)} step(s); drop --steps, or re-export with "
                          f"`kdgen export RUN --steps {steps}`")
-    student = OnnxStudent(path, spec=spec)
-    if spec["kind"] == "generator":
-        return OrtSampler(student, GeneratorSampler(None, z_dim=int(spec["z_dim"])))
-    return OrtSampler(student, _NoiseOnly(tuple(spec["shape"])))
-
-
-class _NoiseOnly:
-    """The latents of kdgen's DiffusionSampler without a model: torch.randn of the image shape from the seed."""
-
-    steps, batch_size = 1, 500
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.shape = shape
-
-    def latents(self, n: int, seed: int) -> torch.Tensor:
-        return torch.randn(n, *self.shape, generator=torch.Generator().manual_seed(seed))
+    return OrtSampler(OnnxStudent(path, spec=spec))
 
 
 def report(run: str | Path) -> Path:

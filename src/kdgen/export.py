@@ -250,15 +250,17 @@ def sampler_spec(graph: Graph, *, batch_size: int = 500) -> dict[str, Any]:
 
 class OrtSampler:
     """kdgen's Sampler face over an exported graph: the same latents (and LCM step noise) as the PyTorch
-    Sampler for the same seed, so FID and images compare one to one."""
+    Sampler for the same seed and batch size, so FID and images compare one to one."""
 
-    def __init__(self, student: OnnxStudent, torch_sampler):
-        self.student, self.ref = student, torch_sampler
-        self.steps = getattr(torch_sampler, "steps", 1)
-        self.student.batch_size = torch_sampler.batch_size
+    def __init__(self, student: OnnxStudent, *, batch_size: int | None = None):
+        self.student = student
+        if batch_size is not None:  # LCM step noise is drawn batch by batch: chunk like the PyTorch sampler
+            self.student.batch_size = batch_size
 
     def sample(self, n: int, seed: int, cond: torch.Tensor | None = None) -> torch.Tensor:
-        z = self.ref.latents(n, seed).numpy()
+        from .sampling import gaussian_latents
+
+        z = gaussian_latents(n, seed, self.student.latent_shape).numpy()
         noise_gen = torch.Generator().manual_seed(seed + 1)  # what DiffusionSampler hands the LCM scheduler
         step_noise = lambda shape: torch.randn(shape, generator=noise_gen).numpy()  # noqa: E731
         labels = cond.numpy() if cond is not None else None
@@ -270,7 +272,7 @@ def sampler_parity(model: nn.Module, student: OnnxStudent, *, n: int = 16, seed:
     from .sampling import DiffusionSampler
 
     ref = DiffusionSampler(model)
-    a, b = ref.sample(n, seed).numpy(), OrtSampler(student, ref).sample(n, seed).numpy()
+    a, b = ref.sample(n, seed).numpy(), OrtSampler(student, batch_size=ref.batch_size).sample(n, seed).numpy()
     return {"n": n, "steps": ref.sampling_steps, "max_abs": float(np.abs(a - b).max()), "mean_abs": float(np.abs(a - b).mean()),
             "tolerance": SAMPLER_TOL}
 
@@ -286,7 +288,9 @@ def _calibration(graph: Graph, run_dir: Path, count: int) -> list[dict[str, np.n
     if graph.kind == "generator":
         return [graph.feeds(graph.random_inputs(min(batch, count - i), gen)) for i in range(0, count, batch)]
     if graph.kind == "classifier":
-        images = _run_images(run_dir, graph, split="train", n=count)
+        from .data import stack_images
+
+        images = stack_images(_run_split(run_dir, graph, "train"), count)
         return [{"image": x.numpy()} for x in images.split(batch)]
     from .sampling import DiffusionSampler
 
@@ -369,13 +373,11 @@ def _run_config(run_dir: Path):
     return load_config(run_dir / "config.yaml")
 
 
-def _run_images(run_dir: Path, graph: Graph, *, split: str, n: int | None = None) -> torch.Tensor:
-    from .data import stack_images
+def _run_split(run_dir: Path, graph: Graph, split: str):
+    """The run's labelled dataset split at the classifier's shape."""
     from .evaluation import run_dataset
 
-    cfg = _run_config(run_dir)
-    ds = run_dataset(cfg, image_size=graph.shape[1], channels=graph.shape[0], split=split)
-    return stack_images(ds, n) if n else ds.images
+    return run_dataset(_run_config(run_dir), image_size=graph.shape[1], channels=graph.shape[0], split=split)
 
 
 def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, seeds: list[int] | None = None) -> dict[str, dict]:
@@ -385,7 +387,7 @@ def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, se
     if graph.kind == "classifier":
         from .metrics.classify import classification_scores, predict
 
-        test = _run_images_labels(run_dir, graph)
+        test = _run_split(run_dir, graph, "test")
         out = {}
         for name, v in variants.items():
             pred = predict(v, test.images) if isinstance(v, nn.Module) else torch.from_numpy(v.logits(test.images.numpy()).argmax(1))
@@ -406,16 +408,10 @@ def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, se
     metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
     out = {}
     for name, v in variants.items():
-        sampler = torch_sampler if isinstance(v, nn.Module) else OrtSampler(v, torch_sampler)
+        sampler = torch_sampler if isinstance(v, nn.Module) else OrtSampler(v, batch_size=torch_sampler.batch_size)
         q = evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=seeds or e.seeds)
         out[name] = {k: q[k] for k in ("fid", "fid_std", "kid", "precision", "recall") if k in q}
     return out
-
-
-def _run_images_labels(run_dir: Path, graph: Graph):
-    from .evaluation import run_dataset
-
-    return run_dataset(_run_config(run_dir), image_size=graph.shape[1], channels=graph.shape[0], split="test")
 
 
 # --------------------------------------------------------------------------- the command
@@ -561,7 +557,7 @@ def _variant_grid(graph: Graph, variants: dict[str, Any], path: Path, n: int = 3
     from .sampling import make_sampler
 
     ref = make_sampler(graph.model, batch_size=n)
-    panels = {name: (ref if isinstance(v, nn.Module) else OrtSampler(v, ref)).sample(n, 0) for name, v in variants.items()}
+    panels = {name: (ref if isinstance(v, nn.Module) else OrtSampler(v, batch_size=ref.batch_size)).sample(n, 0) for name, v in variants.items()}
     save_side_by_side(panels, path, nrow=6)
     return {"file": f"export/{SAMPLES_FILE}", "panels": list(panels), "seed": 0, "n": n}
 

@@ -22,6 +22,11 @@ class Sampler(Protocol):
     def example_input(self, batch: int) -> torch.Tensor: ...
 
 
+def gaussian_latents(n: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """kdgen's noise for `seed`: N(0, I) of [n, *shape]; every Sampler (and the ONNX one) draws it this way."""
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
 class GeneratorSampler:
     """A GAN generator (or VAE decoder): z ~ N(0, I) [n, z_dim] -> image, one network call per image."""
 
@@ -31,7 +36,7 @@ class GeneratorSampler:
         self.module, self.z_dim, self.batch_size = module, z_dim, batch_size
 
     def latents(self, n: int, seed: int) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
+        return gaussian_latents(n, seed, (self.z_dim,))
 
     def example_input(self, batch: int) -> torch.Tensor:
         return self.latents(batch, 0)
@@ -84,7 +89,7 @@ class DiffusionSampler:
         self.shape = (model.channels, model.image_size, model.image_size)
 
     def latents(self, n: int, seed: int) -> torch.Tensor:
-        return torch.randn(n, *self.shape, generator=torch.Generator().manual_seed(seed))
+        return gaussian_latents(n, seed, self.shape)
 
     def example_input(self, batch: int) -> torch.Tensor:
         return self.latents(batch, 0)

@@ -76,7 +76,7 @@ def test_onnx_sampler_matches_the_pytorch_sampler_on_the_same_noise(tmp_path, ma
     save_diffusion(model, run / "student")
     export(run, measure_quality=False)
     ref = DiffusionSampler(model)
-    ours = OrtSampler(OnnxStudent(run / "export" / "student.onnx"), ref)
+    ours = OrtSampler(OnnxStudent(run / "export" / "student.onnx"), batch_size=ref.batch_size)
     a, b = ref.sample(12, seed=3), ours.sample(12, seed=3)
     assert a.shape == b.shape == (12, 1, 16, 16)
     assert (a - b).abs().max() <= 1e-3

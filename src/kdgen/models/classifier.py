@@ -26,6 +26,14 @@ def _positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
+def _check_shape(channels: int, image_size: int, num_classes: int, name: str, widths, what: str) -> None:
+    """Positive image shape and class count, and a non-empty list of positive widths named `name`."""
+    _positive(channels=channels, image_size=image_size, num_classes=num_classes)
+    if not widths:
+        raise ValueError(f"{name} must list at least one {what}")
+    _positive(**{f"{name}[{i}]": w for i, w in enumerate(widths)})
+
+
 @MODEL_FAMILIES.register("mlp")
 class MLPClassifier(nn.Module):
     """Flattened pixels -> len(hidden) fully connected ReLU layers (with dropout) -> logits."""
@@ -33,10 +41,7 @@ class MLPClassifier(nn.Module):
     def __init__(self, *, channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  hidden: list[int] | tuple[int, ...] = (800, 800), dropout: float = 0.0):
         super().__init__()
-        _positive(channels=channels, image_size=image_size, num_classes=num_classes)
-        if not hidden:
-            raise ValueError("hidden must list at least one layer width, e.g. [800, 800]")
-        _positive(**{f"hidden[{i}]": h for i, h in enumerate(hidden)})
+        _check_shape(channels, image_size, num_classes, "hidden", hidden, "layer width, e.g. [800, 800]")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.channels, self.image_size = channels, image_size
@@ -57,10 +62,7 @@ class CNNClassifier(nn.Module):
     def __init__(self, *, channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  widths: list[int] | tuple[int, ...] = (32, 64), dropout: float = 0.0):
         super().__init__()
-        _positive(channels=channels, image_size=image_size, num_classes=num_classes)
-        if not widths:
-            raise ValueError("widths must list at least one block width, e.g. [32, 64]")
-        _positive(**{f"widths[{i}]": w for i, w in enumerate(widths)})
+        _check_shape(channels, image_size, num_classes, "widths", widths, "block width, e.g. [32, 64]")
         self.channels, self.image_size = channels, image_size
         chans = [channels, *widths]
         self.blocks = nn.Sequential(*[
