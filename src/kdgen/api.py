@@ -31,6 +31,7 @@ from .report.page import build_report
 from .report.tb import log_final_metrics
 from .teacher import load_teacher
 from .train import Trainer
+from .transfer import draw_transfer_pool, load_transfer_generator
 from .utils import device_of
 
 log = logging.getLogger("kdgen")
@@ -103,6 +104,8 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
     check_method_mix(cfg.methods, diffusion_teacher=isinstance(teacher, DiffusionModel), classifier_teacher=is_classifier(teacher))
     if is_classifier(teacher):
         return _distill_classifier(cfg, teacher, resume)
+    if cfg.data.transfer is not None:
+        raise KdgenError("data.transfer grows the transfer set of a classifier distillation; this teacher makes images - remove data.transfer")
     if cfg.student.family is not None or cfg.student.args:
         raise KdgenError("student.family and student.args apply to classifier teachers; remove them (student.width sizes a generator student)")
     if isinstance(teacher, DiffusionModel):
@@ -170,14 +173,26 @@ def _distill_classifier(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Res
         raise KdgenError("a classifier is measured on labelled test data and a folder has none; set eval.enabled=false to distil on a folder")
     dataset = run_dataset(cfg, image_size=size, channels=ch)
     student, family, args = classifier_student(cfg, teacher)
-    ctx = ClassifierContext(student=student, teacher=teacher, example=dataset.images[:2], has_labels=dataset.labels is not None)
+    ctx = ClassifierContext(student=student, teacher=teacher, example=dataset.images[:2], has_labels=dataset.labels is not None,
+                            transfer=cfg.data.transfer is not None)
     terms, weights = build_classifier_terms(cfg.methods, ctx)
+    pool = _transfer_pool(cfg, size, ch)
     method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=dataset.images[:2],
-                                 shift=cfg.data.shift)
+                                 shift=cfg.data.shift, transfer=pool, transfer_batch=cfg.data.transfer_batch or cfg.data.batch_size)
     # 2. train, save the (EMA) student, measure teacher and student the same way
     return _train_save_measure(method, dataset, cfg, resume, teacher, evaluate_classifier_pair,
                                lambda m, folder: save_model(m, folder, family=family, args=args,
                                                             extra={"trained_on": cfg.data.name, "image_size": size}))
+
+
+def _transfer_pool(cfg: RunConfig, image_size: int, channels: int) -> torch.Tensor | None:
+    """data.transfer's generated images (None without it); 64 of them go to RUN/samples/transfer.png."""
+    if cfg.data.transfer is None:
+        return None
+    pool = draw_transfer_pool(load_transfer_generator(cfg.data.transfer), cfg.data.transfer_images, image_size=image_size,
+                              channels=channels, seed=cfg.train.seed)
+    save_grid(pool[:64], ensure_dir(Path(cfg.out) / "samples") / "transfer.png")
+    return pool
 
 
 def _distill_diffusion(cfg: RunConfig, teacher: DiffusionModel, resume: bool) -> Result:
@@ -340,6 +355,9 @@ def compare(runs: list[str | Path], out: str | Path) -> dict:
 def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
     """Train a GAN teacher from scratch (hinge loss), saved to OUT/teacher with its discriminator beside it."""
     cfg = _config(config, overrides, "train-teacher")
+    if cfg.data.transfer is not None:
+        raise KdgenError("data.transfer adds teacher-labelled images to a classifier distillation; a teacher trains on labelled data "
+                         "alone - remove data.transfer")
     if cfg.model.family == "diffusion":
         return _train_diffusion_teacher(cfg, resume)
     if cfg.model.family in CLASSIFIER_FAMILIES:

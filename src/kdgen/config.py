@@ -35,6 +35,9 @@ class DataConfig:
     batch_size: int = field(default=64, metadata=_check(gt=0))
     workers: int = field(default=0, metadata=_check(ge=0))
     shift: int = field(default=0, metadata=_check(ge=0))  # classifiers: random translation of training images by up to N pixels
+    transfer: str | None = None  # classifier distillation: a generator (folder or builtin:NAME) whose samples, unlabelled, join every batch
+    transfer_images: int = field(default=20000, metadata=_check(gt=0))  # size of that pool, drawn once before training
+    transfer_batch: int | None = field(default=None, metadata=_check(gt=0))  # pool images per batch; None: data.batch_size
 
 
 @dataclass

@@ -102,3 +102,43 @@ def test_resnet_teacher_distils_into_a_cnn_student_on_digits(tmp_path, monkeypat
     assert json.loads((tmp_path / "t" / "teacher" / "model.json").read_text())["family"] == "resnet" and m["train"]["steps"] == 3
     assert m["student"]["params"] * 100 < m["teacher"]["params"] and sum(map(sum, m["student"]["confusion"])) == 360
     assert "| agreement with teacher |" in stdout and 0 <= m["student"]["agreement"] <= 1
+
+
+def test_distill_with_a_generated_transfer_set_on_mnist5k(tmp_path, monkeypatch, capsys):
+    """An mnist5k teacher distilled with builtin:gan-mnist5k's samples joining each batch; the pool's picture is written."""
+    few = ["train.steps=4", "data.batch_size=16", *FAST[1:]]
+    code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/classifier/mnist5k-teacher.yaml", f"out={tmp_path / 't'}",
+                           "model.args={hidden: [32], dropout: 0.0}", *few)
+    assert code == 0, err
+    code, stdout, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/mnist5k-hinton.yaml", f"out={tmp_path / 's'}",
+                                f"teacher.path={tmp_path / 't' / 'teacher'}", "student.args={hidden: [8, 8]}", *few,
+                                "data.transfer=builtin:gan-mnist5k", "data.transfer_images=40", "data.transfer_batch=8")
+    assert code == 0, err
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert m["train"]["steps"] == 4 and sum(map(sum, m["student"]["confusion"])) == 500
+    assert (tmp_path / "s" / "samples" / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+    saved = (tmp_path / "s" / "config.yaml").read_text()
+    assert "transfer: builtin:gan-mnist5k" in saved and "transfer_images: 40" in saved
+
+
+@pytest.mark.parametrize("cmd, extra, pattern", [
+    ("distill", ["data.transfer=builtin:gan-mnist5k"], r"makes 1x28x28 images but the teacher reads 1x8x8"),
+    ("distill", ["data.transfer=builtin:featnet-mnist5k"], r"is a 'featnet', not a GAN generator"),
+    ("distill", ["data.transfer=/no/such/gen"], r"data.transfer '/no/such/gen' does not exist"),
+    ("distill", ["data.transfer=builtin:gan-mnist5k", "methods={dkd: {}}"], r"data.transfer adds images without one"),
+    ("train-teacher", ["data.transfer=builtin:gan-mnist5k"], r"a teacher trains on labelled data alone - remove data.transfer"),
+])
+def test_transfer_set_errors_are_one_sentence(cmd, extra, pattern, digits_teacher, tmp_path, monkeypatch, capsys):
+    recipe = "configs/classifier/digits-hinton.yaml" if cmd == "distill" else "configs/classifier/digits-teacher.yaml"
+    code, _, err = run_cli(monkeypatch, capsys, cmd, recipe, f"out={tmp_path / 'r'}", f"teacher.path={digits_teacher}/teacher", *FAST, *extra)
+    assert code == 2 and "Traceback" not in err
+    import re
+
+    assert re.search(pattern, err), err
+    assert not (tmp_path / "r" / "state").exists()  # refused before any training
+
+
+def test_transfer_set_with_a_gan_teacher_is_refused(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml", f"out={tmp_path / 'r'}",
+                           "data.transfer=builtin:gan-mnist5k", *FAST)
+    assert code == 2 and "this teacher makes images - remove data.transfer" in err

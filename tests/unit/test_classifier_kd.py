@@ -205,3 +205,42 @@ def test_bad_model_args_are_sentences():
         build_model("mlp", {"hidden": []})
     with pytest.raises(KdgenError, match="arch must be one of resnet18"):
         build_model("resnet", {"arch": "vgg"})
+
+
+def test_transfer_images_join_the_batch_unlabelled_and_only_in_training():
+    """Two pool images join four labelled ones: the hard-label part sees the four, the soft part all six."""
+    teacher, student = _pair("mlp", "mlp")
+    x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 3])
+    pool = torch.rand(1, 1, 8, 8) * 2 - 1  # one image: every draw picks it, so the batch is known
+    terms, weights = build_classifier_terms({"hinton": {"temperature": 2.0, "alpha": 0.5}},
+                                            ClassifierContext(student=student, teacher=teacher, example=x, transfer=True))
+    method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=x,
+                                 transfer=pool, transfer_batch=2).train()
+    out = method({"image": x, "label": y}, "student")
+    both = torch.cat([x, pool, pool])
+    want = 0.5 * torch.nn.functional.cross_entropy(student(x), y) + 0.5 * soft_kl(student(both), teacher(both), 2.0)
+    assert out.loss.item() == pytest.approx(want.item(), rel=1e-5)
+    plain = hinton_loss(student(x), teacher(x), y, temperature=2.0, alpha=0.5)
+    assert abs(out.loss.item() - plain.item()) > 1e-4  # the pool images changed the loss
+    assert method.eval()({"image": x, "label": y}, "student").loss.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert not any("transfer" in k for k in method.checkpoint_state())  # the pool is rebuilt, never checkpointed
+
+
+def test_transfer_pool_is_seeded_generator_output_and_shapes_must_match():
+    from kdgen.transfer import draw_transfer_pool, load_transfer_generator
+
+    gen = load_transfer_generator("builtin:gan-mnist5k")
+    a = draw_transfer_pool(gen, 7, image_size=28, channels=1, seed=3, batch=4)
+    b = draw_transfer_pool(gen, 7, image_size=28, channels=1, seed=3, batch=7)
+    assert a.shape == (7, 1, 28, 28) and a.min() >= -1 and a.max() <= 1 and a.std() > 0.1
+    assert torch.allclose(a, b, atol=1e-5)  # the same latents whatever the batching
+    assert not torch.allclose(a, draw_transfer_pool(gen, 7, image_size=28, channels=1, seed=4))
+    with pytest.raises(KdgenError, match=r"makes 1x28x28 images but the teacher reads 1x8x8"):
+        draw_transfer_pool(gen, 2, image_size=8, channels=1, seed=0)
+    with pytest.raises(KdgenError, match=r"is a 'featnet', not a GAN generator"):
+        load_transfer_generator("builtin:featnet-mnist5k")
+    with pytest.raises(KdgenError, match=r"data.transfer 'nowhere/gen' does not exist"):
+        load_transfer_generator("nowhere/gen")
+    teacher, student = _pair()
+    with pytest.raises(KdgenError, match=r"data.transfer adds images without one"):
+        build_classifier_terms({"dkd": {}}, ClassifierContext(student=student, teacher=teacher, example=torch.zeros(2, 1, 8, 8), transfer=True))

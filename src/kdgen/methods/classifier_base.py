@@ -22,6 +22,7 @@ from ..taps import FeatureTaps
 from ..teacher import Frozen
 from .base import DistillationMethod, StepOutput
 from .supervised import random_shift
+from ..transfer import IGNORE
 
 
 @dataclass
@@ -30,7 +31,7 @@ class ClsBatch:
 
     student_logits: torch.Tensor  # [n, K]
     teacher_logits: torch.Tensor  # [n, K], no grad
-    labels: torch.Tensor | None  # [n] or None when the data has none
+    labels: torch.Tensor | None  # [n] or None when the data has none; IGNORE (-100) marks a transfer-set image
     student_feats: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_feats: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -43,6 +44,7 @@ class ClassifierContext:
     teacher: nn.Module
     example: torch.Tensor  # [n, C, H, W]
     has_labels: bool = True
+    transfer: bool = False  # unlabelled transfer-set images join the batches (data.transfer)
 
 
 class ClassifierTerm(nn.Module):
@@ -68,10 +70,13 @@ class ClassifierDistiller(DistillationMethod):
     """Student classifier trained on the weighted sum of registered terms against a frozen teacher.
 
     `shift`: random translation (pixels) of each training batch, the same images shown to both networks.
+    `transfer`: a pool of unlabelled images (kdgen.transfer); `transfer_batch` of them, drawn at random, join every
+    training batch, labelled IGNORE so the hard-label terms skip them.
     """
 
     def __init__(self, *, student: nn.Module, teacher: nn.Module, terms: dict[str, ClassifierTerm],
-                 weights: dict[str, float], example: torch.Tensor, shift: int = 0):
+                 weights: dict[str, float], example: torch.Tensor, shift: int = 0,
+                 transfer: torch.Tensor | None = None, transfer_batch: int = 0):
         super().__init__()
         if not terms:
             raise KdgenError("no methods given for a classifier teacher; name one of hinton, dkd, fitnet, attention (see `kdgen methods`)")
@@ -79,6 +84,10 @@ class ClassifierDistiller(DistillationMethod):
         _check_same_classes(student, self.teacher, example)
         self.terms = nn.ModuleDict(terms)
         self.weights, self.shift = dict(weights), shift
+        if transfer is not None and tuple(transfer.shape[1:]) != tuple(example.shape[1:]):
+            raise KdgenError(f"the transfer images are {tuple(transfer.shape[1:])} and the training images {tuple(example.shape[1:])}; "
+                             "use a data.transfer generator that makes images of the training shape")
+        self.transfer, self.transfer_batch = transfer, transfer_batch if transfer is not None else 0  # a plain attribute: not saved
         self.s_layers = sorted({n for t in terms.values() for n in t.student_layers})
         self.t_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
 
@@ -86,10 +95,14 @@ class ClassifierDistiller(DistillationMethod):
         return [p for p in [*self.student.parameters(), *self.terms.parameters()] if p.requires_grad]
 
     def forward(self, batch: dict, phase: str) -> StepOutput:
-        # 1. the batch (optionally shifted), the same images for teacher and student
-        x = batch["image"]
+        # 1. the batch (plus transfer images, optionally shifted), the same images for teacher and student
+        x, labels = batch["image"], batch.get("label")
+        if self.transfer_batch and self.training:
+            extra = self.transfer[torch.randint(len(self.transfer), (self.transfer_batch,))].to(x.device, x.dtype)
+            x = torch.cat([x, extra])
+            if labels is not None:
+                labels = torch.cat([labels.long(), labels.new_full((len(extra),), IGNORE, dtype=torch.long)])
         x = random_shift(x, self.shift) if self.shift and self.training else x
-        labels = batch.get("label")
         # 2. teacher targets (frozen, no grad) and student prediction, with taps where terms need features
         with FeatureTaps(self.teacher.module, self.t_layers, role="teacher") as t_taps:
             t_logits = self.teacher(x)
