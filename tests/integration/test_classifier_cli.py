@@ -119,6 +119,7 @@ def test_distill_with_a_generated_transfer_set_on_mnist5k(tmp_path, monkeypatch,
     assert (tmp_path / "s" / "samples" / "transfer.png").read_bytes()[:4] == b"\x89PNG"
     saved = (tmp_path / "s" / "config.yaml").read_text()
     assert "transfer: builtin:gan-mnist5k" in saved and "transfer_images: 40" in saved
+    assert 'alt="transfer-set images"' in (tmp_path / "s" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("cmd, extra, pattern", [

@@ -133,6 +133,12 @@ def _confusion_section(run: Path) -> str:
     return "<p>teacher (left) | student (right), rows: true class, columns: predicted</p>" + _img(png.read_bytes(), "confusion matrices")
 
 
+def _transfer_section(run: Path) -> str:
+    png = run / "samples" / "transfer.png"
+    return ("<p>64 of the generated, unlabelled images (<code>data.transfer</code>) that joined the training batches; "
+            "the student learned the teacher's soft labels on them</p>" + _img(png.read_bytes(), "transfer-set images"))
+
+
 def _classifier_protocol(metrics: dict) -> str:
     p = metrics.get("protocol") or {}
     items = [("reference", f"{p.get('reference', '?')} ({p.get('reference_count', '?')} images)"),
@@ -240,6 +246,8 @@ def render(run: Path, metrics: dict) -> str:
         ("quality vs cost", _pareto_section(run, metrics)),
         ("evaluation protocol", _protocol_section(metrics)),
     ]
+    if classifier and (run / "samples" / "transfer.png").is_file():
+        sections.insert(2, ("transfer set", _transfer_section(run)))
     if metrics.get("export") or metrics.get("latency"):
         sections.insert(1, ("deployment: export, int8, latency", _deployment_section(run, metrics)))
     body = "".join(f"<section><h2>{escape(h)}</h2>{html}</section>" for h, html in sections)
