@@ -69,7 +69,7 @@ def _one_thread() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def one_seed(root: Path, seed: int, common: list[str], facts: dict) -> dict:
+def one_seed(root: Path, seed: int, common: list[str], facts: dict, gan_extra: list[str]) -> dict:
     """Teacher, student alone, student distilled (plain, and with the generated transfer set) for one seed: their test
     errors and parameter counts. The student alone is the teacher recipe with the distillation recipe's student shape
     and data.shift."""
@@ -79,7 +79,7 @@ def one_seed(root: Path, seed: int, common: list[str], facts: dict) -> dict:
     a = train_teacher(TEACHER, [f"out={root}/alone-s{seed}", f"model.args={json.dumps(facts['student_args'])}",
                                 f"data.shift={facts['student_shift']}", *seeded])
     d = distill(RECIPE, [f"out={root}/distilled-s{seed}", f"teacher.path={t.out}/teacher", *seeded])
-    g = distill(RECIPE_GAN, [f"out={root}/gan-s{seed}", f"teacher.path={t.out}/teacher", *seeded])
+    g = distill(RECIPE_GAN, [f"out={root}/gan-s{seed}", f"teacher.path={t.out}/teacher", *seeded, *gan_extra])
     if not a.metrics["teacher"]["params"] == d.metrics["student"]["params"] == g.metrics["student"]["params"]:
         raise RuntimeError("the student alone and the distilled student differ in size; the comparison would be unfair")
     return {"seed": seed, "teacher": t.metrics["teacher"]["errors"], "alone": a.metrics["teacher"]["errors"],
@@ -220,12 +220,13 @@ def main() -> None:
     temps = [1.0, 20.0] if args.quick else [1.0, 2.0, 4.0, 8.0, 20.0]
     alphas = [0.5] if args.quick else [0.0, 0.1, 0.5]
     settings = [(t, facts["alpha"]) for t in temps] + [(facts["temperature"], x) for x in alphas if x != facts["alpha"]]
-    common = [f"train.steps={steps}", "train.checkpoint_every=100000", *(["data.transfer_images=2000"] if args.quick else [])]
+    common = [f"train.steps={steps}", "train.checkpoint_every=100000"]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kdgen-hinton-") as tmp, \
             ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         root = Path(tmp)
-        rows = [f.result() for f in [pool.submit(one_seed, root, s, common, facts) for s in seeds]]
+        gan_extra = ["data.transfer_images=2000"] if args.quick else []
+        rows = [f.result() for f in [pool.submit(one_seed, root, s, common, facts, gan_extra) for s in seeds]]
         for r in rows:
             print(f"seed {r['seed']}: teacher {r['teacher']}, alone {r['alone']}, distilled {r['distilled']} "
                   f"({gap_closed(r['teacher'], r['alone'], r['distilled']):.0%} of the gap), + GAN transfer set {r['gan']} "

@@ -125,13 +125,13 @@ def distill(config: Any = None, overrides: list[str] | None = None, *, resume: b
                                lambda m, folder: save_model(m, folder, family=teacher.kdgen_meta["family"], args=student_args))
 
 
-def _train_save_measure(method, dataset, cfg: RunConfig, resume: bool, teacher: nn.Module, measure, save) -> Result:
+def _train_save_measure(method, dataset, cfg: RunConfig, resume: bool, teacher: nn.Module, measure, save, record=None) -> Result:
     """Train, save the (EMA) student as RUN/student, measure teacher and student, write metrics.json and the report."""
     out, trained = _train(method, dataset, cfg, resume)
     if not trained.is_main:
         return Result(out)
     save(trained.student, out / "student")
-    metrics = {"train": _train_record(trained)}
+    metrics = {"train": {**_train_record(trained), **(record() if record else {})}}
     if cfg.eval.enabled:
         metrics.update(measure(cfg, teacher=teacher, student=trained.student, out=out))
         log_final_metrics(out / "tb", cfg.to_dict(), metrics, trained.step)
@@ -176,23 +176,24 @@ def _distill_classifier(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Res
     ctx = ClassifierContext(student=student, teacher=teacher, example=dataset.images[:2], has_labels=dataset.labels is not None,
                             transfer=cfg.data.transfer is not None)
     terms, weights = build_classifier_terms(cfg.methods, ctx)
-    pool = _transfer_pool(cfg, size, ch)
+    d = cfg.data
+    pool = None if d.transfer is None else draw_transfer_pool(load_transfer_generator(d.transfer), d.transfer_images or 20000,
+                                                              image_size=size, channels=ch, seed=cfg.train.seed)
     method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=dataset.images[:2],
-                                 shift=cfg.data.shift, transfer=pool, transfer_batch=cfg.data.transfer_batch or cfg.data.batch_size)
+                                 shift=d.shift, transfer=pool, transfer_batch=d.transfer_batch or d.batch_size)
+
+    def save(m: nn.Module, folder: Path) -> None:  # the student, and 64 pool images (RUN/samples/transfer.png) or none
+        save_model(m, folder, family=family, args=args, extra={"trained_on": d.name, "image_size": size})
+        png = folder.parent / "samples" / "transfer.png"
+        if pool is not None:
+            save_grid(pool[:64], png)
+        else:
+            png.unlink(missing_ok=True)  # an earlier run's picture in this folder would misdescribe this one
+
     # 2. train, save the (EMA) student, measure teacher and student the same way
-    return _train_save_measure(method, dataset, cfg, resume, teacher, evaluate_classifier_pair,
-                               lambda m, folder: save_model(m, folder, family=family, args=args,
-                                                            extra={"trained_on": cfg.data.name, "image_size": size}))
-
-
-def _transfer_pool(cfg: RunConfig, image_size: int, channels: int) -> torch.Tensor | None:
-    """data.transfer's generated images (None without it); 64 of them go to RUN/samples/transfer.png."""
-    if cfg.data.transfer is None:
-        return None
-    pool = draw_transfer_pool(load_transfer_generator(cfg.data.transfer), cfg.data.transfer_images, image_size=image_size,
-                              channels=channels, seed=cfg.train.seed)
-    save_grid(pool[:64], ensure_dir(Path(cfg.out) / "samples") / "transfer.png")
-    return pool
+    record = None if pool is None else lambda: {"transfer": {"generator": d.transfer, "pool": len(pool), "per_batch": method.transfer_batch,
+                                                             "images_seen": int(method.transfer_seen)}}
+    return _train_save_measure(method, dataset, cfg, resume, teacher, evaluate_classifier_pair, save, record=record)
 
 
 def _distill_diffusion(cfg: RunConfig, teacher: DiffusionModel, resume: bool) -> Result:
@@ -355,9 +356,6 @@ def compare(runs: list[str | Path], out: str | Path) -> dict:
 def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
     """Train a GAN teacher from scratch (hinge loss), saved to OUT/teacher with its discriminator beside it."""
     cfg = _config(config, overrides, "train-teacher")
-    if cfg.data.transfer is not None:
-        raise KdgenError("data.transfer adds teacher-labelled images to a classifier distillation; a teacher trains on labelled data "
-                         "alone - remove data.transfer")
     if cfg.model.family == "diffusion":
         return _train_diffusion_teacher(cfg, resume)
     if cfg.model.family in CLASSIFIER_FAMILIES:

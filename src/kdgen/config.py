@@ -36,7 +36,7 @@ class DataConfig:
     workers: int = field(default=0, metadata=_check(ge=0))
     shift: int = field(default=0, metadata=_check(ge=0))  # classifiers: random translation of training images by up to N pixels
     transfer: str | None = None  # classifier distillation: a generator (folder or builtin:NAME) whose samples, unlabelled, join every batch
-    transfer_images: int = field(default=20000, metadata=_check(gt=0))  # size of that pool, drawn once before training
+    transfer_images: int | None = field(default=None, metadata=_check(gt=0))  # size of that pool, drawn once before training; None: 20000
     transfer_batch: int | None = field(default=None, metadata=_check(gt=0))  # pool images per batch; None: data.batch_size
 
 
@@ -313,6 +313,13 @@ def _validate(cfg: RunConfig) -> None:
         raise KdgenError(f"config key 'train.betas' must be two numbers in [0, 1), got {cfg.train.betas}")
     if not cfg.eval.seeds or len(set(cfg.eval.seeds)) != len(cfg.eval.seeds):
         raise KdgenError(f"config key 'eval.seeds' must list distinct seeds, at least one (e.g. [0, 1, 2]), got {cfg.eval.seeds}")
+    d = cfg.data
+    if d.transfer is None and (d.transfer_images is not None or d.transfer_batch is not None):
+        raise KdgenError("data.transfer_images and data.transfer_batch size a generated transfer set, and data.transfer names none; "
+                         "set data.transfer (e.g. builtin:gan-mnist5k) or remove them")
+    if d.transfer is not None and cfg.task != "distill":
+        raise KdgenError(f"data.transfer adds generated images to `kdgen distill` with a classifier teacher; `{cfg.task}` "
+                         "trains on the dataset alone - remove data.transfer")
     if cfg.task == "distill":
         from .methods import check_method_mix, parse_methods
 

@@ -9,6 +9,7 @@ of a loss skips them (their label is IGNORE, which `F.cross_entropy` ignores); s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -22,35 +23,41 @@ IGNORE = -100  # the label of a transfer image: F.cross_entropy's default ignore
 
 
 def load_transfer_generator(path: str) -> nn.Module:
-    """The kdgen generator named by data.transfer, or one sentence saying why it cannot serve."""
-    from .models.unet import DiffusionModel
-    from .teacher import load_teacher
+    """The kdgen generator named by data.transfer (eval mode, frozen), or one sentence saying why it cannot serve."""
+    from .io import load_model
+    from .models.unet import is_diffusers_folder
 
     folder = resolve_path(path)
     if not Path(folder).exists():
         raise KdgenError(f"data.transfer '{path}' does not exist; set it to a kdgen generator folder (e.g. a GAN teacher's "
                          "'teacher' folder) or builtin:gan-mnist5k, or remove it")
-    gen = load_teacher(path)
-    if isinstance(gen, DiffusionModel) or not gen.kdgen_meta["family"].endswith("generator"):
-        raise KdgenError(f"data.transfer '{path}' is a '{gen.kdgen_meta['family']}', not a GAN generator; "
-                         "set it to a kdgen generator folder such as builtin:gan-mnist5k")
-    return gen
+    if is_diffusers_folder(folder):
+        raise KdgenError(f"data.transfer '{path}' is a diffusion model, not a GAN generator; set it to a kdgen generator folder "
+                         "such as builtin:gan-mnist5k")
+    gen = load_model(folder)
+    family = gen.kdgen_meta["family"]
+    if not family.endswith("generator"):
+        raise KdgenError(f"data.transfer '{path}' is a '{family}', not a GAN generator; set it to a kdgen generator folder "
+                         "such as builtin:gan-mnist5k")
+    return gen.eval().requires_grad_(False)
 
 
 @torch.no_grad()
 def draw_transfer_pool(gen: nn.Module, count: int, *, image_size: int, channels: int, seed: int, batch: int = 500) -> torch.Tensor:
-    """`count` samples of `gen` ([count, C, H, W] on the CPU, in [-1, 1]) from latents seeded by `seed`.
-    A generator whose images do not have the teacher's (channels, image_size) is refused."""
-    args = gen.kdgen_meta["args"]
-    got = (args.get("channels", 1), args.get("image_size", 28))
-    if got != (channels, image_size):
-        raise KdgenError(f"data.transfer makes {got[0]}x{got[1]}x{got[1]} images but the teacher reads {channels}x{image_size}x{image_size}; "
+    """`count` samples of `gen` ([count, C, H, W] on the CPU, in [-1, 1]) from latents seeded by `seed`; drawn on this
+    process's GPU when there is one. A generator whose images do not have the teacher's (channels, image_size) is refused."""
+    from .evaluation import generator_shape
+
+    size, ch, z_dim = generator_shape(gen)
+    if (ch, size) != (channels, image_size):
+        raise KdgenError(f"data.transfer makes {ch}x{size}x{size} images but the teacher reads {channels}x{image_size}x{image_size}; "
                          "use a generator trained at the teacher's image size and channels")
-    z_dim = args.get("z_dim", 100)
-    device = next(gen.parameters()).device
-    rng = torch.Generator().manual_seed(seed)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() else torch.device("cpu")
+    gen = gen.to(device)
+    rng = torch.Generator().manual_seed(seed)  # latents on the CPU: the same pool on every device
     out = []
-    for start in tqdm(range(0, count, batch), desc="transfer set", unit="batch", leave=False):
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    for start in tqdm(range(0, count, batch), desc="transfer set", unit="batch", leave=False, disable=quiet):
         z = torch.randn(min(batch, count - start), z_dim, generator=rng).to(device)
         out.append(gen(z).clamp(-1, 1).float().cpu())
     return torch.cat(out)

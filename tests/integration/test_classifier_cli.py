@@ -120,14 +120,25 @@ def test_distill_with_a_generated_transfer_set_on_mnist5k(tmp_path, monkeypatch,
     saved = (tmp_path / "s" / "config.yaml").read_text()
     assert "transfer: builtin:gan-mnist5k" in saved and "transfer_images: 40" in saved
     assert 'alt="transfer-set images"' in (tmp_path / "s" / "report.html").read_text()
+    # the pool joined every training batch: 4 steps x 8 images
+    assert m["train"]["transfer"] == {"generator": "builtin:gan-mnist5k", "pool": 40, "per_batch": 8, "images_seen": 32}
+    # the same folder without a transfer set: no stale picture, no transfer section
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/mnist5k-hinton.yaml", f"out={tmp_path / 's'}",
+                           f"teacher.path={tmp_path / 't' / 'teacher'}", "student.args={hidden: [8, 8]}", *few)
+    assert code == 0, err
+    assert not (tmp_path / "s" / "samples" / "transfer.png").exists() and "transfer" not in json.loads((tmp_path / "s" / "metrics.json").read_text())["train"]
+    assert 'alt="transfer-set images"' not in (tmp_path / "s" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("cmd, extra, pattern", [
     ("distill", ["data.transfer=builtin:gan-mnist5k"], r"makes 1x28x28 images but the teacher reads 1x8x8"),
     ("distill", ["data.transfer=builtin:featnet-mnist5k"], r"is a 'featnet', not a GAN generator"),
     ("distill", ["data.transfer=/no/such/gen"], r"data.transfer '/no/such/gen' does not exist"),
+    ("distill", ["data.transfer=builtin:gan-mnist5k/discriminator"], r"is a 'dcgan-discriminator', not a GAN generator"),
+    ("distill", ["data.transfer=builtin:ddpm-mnist5k"], r"is a diffusion model, not a GAN generator"),
     ("distill", ["data.transfer=builtin:gan-mnist5k", "methods={dkd: {}}"], r"data.transfer adds images without one"),
-    ("train-teacher", ["data.transfer=builtin:gan-mnist5k"], r"a teacher trains on labelled data alone - remove data.transfer"),
+    ("distill", ["data.transfer_images=100"], r"data.transfer names none; set data.transfer"),
+    ("train-teacher", ["data.transfer=builtin:gan-mnist5k"], r"`train-teacher` trains on the dataset alone - remove data.transfer"),
 ])
 def test_transfer_set_errors_are_one_sentence(cmd, extra, pattern, digits_teacher, tmp_path, monkeypatch, capsys):
     recipe = "configs/classifier/digits-hinton.yaml" if cmd == "distill" else "configs/classifier/digits-teacher.yaml"
@@ -136,7 +147,7 @@ def test_transfer_set_errors_are_one_sentence(cmd, extra, pattern, digits_teache
     import re
 
     assert re.search(pattern, err), err
-    assert not (tmp_path / "r" / "state").exists()  # refused before any training
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 def test_transfer_set_with_a_gan_teacher_is_refused(tmp_path, monkeypatch, capsys):

@@ -223,7 +223,8 @@ def test_transfer_images_join_the_batch_unlabelled_and_only_in_training():
     plain = hinton_loss(student(x), teacher(x), y, temperature=2.0, alpha=0.5)
     assert abs(out.loss.item() - plain.item()) > 1e-4  # the pool images changed the loss
     assert method.eval()({"image": x, "label": y}, "student").loss.item() == pytest.approx(plain.item(), rel=1e-5)
-    assert not any("transfer" in k for k in method.checkpoint_state())  # the pool is rebuilt, never checkpointed
+    state = method.checkpoint_state()
+    assert int(state["transfer_seen"]) == 2 and not any(v.numel() > 1 for k, v in state.items() if "transfer" in k)  # no pool in checkpoints
 
 
 def test_transfer_pool_is_seeded_generator_output_and_shapes_must_match():
@@ -242,5 +243,21 @@ def test_transfer_pool_is_seeded_generator_output_and_shapes_must_match():
     with pytest.raises(KdgenError, match=r"data.transfer 'nowhere/gen' does not exist"):
         load_transfer_generator("nowhere/gen")
     teacher, student = _pair()
+    x = torch.zeros(2, 1, 8, 8)
     with pytest.raises(KdgenError, match=r"data.transfer adds images without one"):
-        build_classifier_terms({"dkd": {}}, ClassifierContext(student=student, teacher=teacher, example=torch.zeros(2, 1, 8, 8), transfer=True))
+        build_classifier_terms({"dkd": {}}, ClassifierContext(student=student, teacher=teacher, example=x, transfer=True))
+    terms, weights = build_classifier_terms({"dkd": {}}, ClassifierContext(student=student, teacher=teacher, example=x))
+    with pytest.raises(KdgenError, match=r"methods \['dkd'\] split the teacher's output at the true class"):  # the Python API path
+        ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=x, transfer=torch.zeros(3, 1, 8, 8))
+
+
+def test_transfer_images_without_labels_and_with_shifts():
+    """Teacher-only distillation (no labels) with a pool and data.shift: all rows go through both networks."""
+    teacher, student = _pair("mlp", "mlp")
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    terms, weights = build_classifier_terms({"hinton": {"alpha": 0.0}},
+                                            ClassifierContext(student=student, teacher=teacher, example=x, has_labels=False, transfer=True))
+    method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=x, shift=1,
+                                 transfer=torch.rand(5, 1, 8, 8) * 2 - 1).train()
+    out = method({"image": x}, "student")
+    assert torch.isfinite(out.loss) and out.loss.item() > 0 and int(method.transfer_seen) == 3  # None: as many as the batch

@@ -52,6 +52,7 @@ class ClassifierTerm(nn.Module):
 
     student_layers: list[str] = []
     teacher_layers: list[str] = []
+    needs_true_class: bool = False  # True: every image needs a label (a transfer set, whose images have none, is refused)
 
     def loss(self, b: ClsBatch) -> torch.Tensor:
         raise NotImplementedError
@@ -70,13 +71,13 @@ class ClassifierDistiller(DistillationMethod):
     """Student classifier trained on the weighted sum of registered terms against a frozen teacher.
 
     `shift`: random translation (pixels) of each training batch, the same images shown to both networks.
-    `transfer`: a pool of unlabelled images (kdgen.transfer); `transfer_batch` of them, drawn at random, join every
-    training batch, labelled IGNORE so the hard-label terms skip them.
+    `transfer`: a pool of unlabelled images (kdgen.transfer); `transfer_batch` of them (None: as many as the batch has),
+    drawn at random, join every training batch, labelled IGNORE so the hard-label terms skip them.
     """
 
     def __init__(self, *, student: nn.Module, teacher: nn.Module, terms: dict[str, ClassifierTerm],
                  weights: dict[str, float], example: torch.Tensor, shift: int = 0,
-                 transfer: torch.Tensor | None = None, transfer_batch: int = 0):
+                 transfer: torch.Tensor | None = None, transfer_batch: int | None = None):
         super().__init__()
         if not terms:
             raise KdgenError("no methods given for a classifier teacher; name one of hinton, dkd, fitnet, attention (see `kdgen methods`)")
@@ -87,7 +88,11 @@ class ClassifierDistiller(DistillationMethod):
         if transfer is not None and tuple(transfer.shape[1:]) != tuple(example.shape[1:]):
             raise KdgenError(f"the transfer images are {tuple(transfer.shape[1:])} and the training images {tuple(example.shape[1:])}; "
                              "use a data.transfer generator that makes images of the training shape")
-        self.transfer, self.transfer_batch = transfer, transfer_batch if transfer is not None else 0  # a plain attribute: not saved
+        if transfer is not None and (strict := [n for n, t in terms.items() if t.needs_true_class]):
+            raise KdgenError(f"methods {strict} split the teacher's output at the true class, and transfer images have none; "
+                             "use hinton (its hard-label part skips them) or remove data.transfer")
+        self.transfer, self.transfer_batch = transfer, transfer_batch  # the pool is a plain attribute: never checkpointed
+        self.register_buffer("transfer_seen", torch.zeros((), dtype=torch.long))  # pool images trained on (checkpointed)
         self.s_layers = sorted({n for t in terms.values() for n in t.student_layers})
         self.t_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
 
@@ -97,9 +102,11 @@ class ClassifierDistiller(DistillationMethod):
     def forward(self, batch: dict, phase: str) -> StepOutput:
         # 1. the batch (plus transfer images, optionally shifted), the same images for teacher and student
         x, labels = batch["image"], batch.get("label")
-        if self.transfer_batch and self.training:
-            extra = self.transfer[torch.randint(len(self.transfer), (self.transfer_batch,))].to(x.device, x.dtype)
+        n = len(x)
+        if self.transfer is not None and self.training:
+            extra = self.transfer[torch.randint(len(self.transfer), (self.transfer_batch or n,))].to(x.device, x.dtype)
             x = torch.cat([x, extra])
+            self.transfer_seen += len(extra)
             if labels is not None:
                 labels = torch.cat([labels.long(), labels.new_full((len(extra),), IGNORE, dtype=torch.long)])
         x = random_shift(x, self.shift) if self.shift and self.training else x
@@ -114,5 +121,5 @@ class ClassifierDistiller(DistillationMethod):
         parts = {name: term.loss(b) for name, term in self.terms.items()}
         loss = sum(self.weights[name] * part for name, part in parts.items())
         logs = {f"loss/{name}": float(part.detach()) for name, part in parts.items()}
-        logs["train/agreement"] = float((s_logits.argmax(1) == t_logits.argmax(1)).float().mean())
+        logs["train/agreement"] = float((s_logits[:n].argmax(1) == t_logits[:n].argmax(1)).float().mean())  # the dataset's images
         return StepOutput(loss, logs)

@@ -57,6 +57,8 @@ class DKDTerm(ClassifierTerm):
     steps seen is a buffer, so it is saved in checkpoints and a resumed run continues the ramp.
     """
 
+    needs_true_class = True
+
     @dataclass
     class Options:
         weight: float = field(default=1.0, metadata=_check(ge=0))

@@ -246,7 +246,7 @@ def render(run: Path, metrics: dict) -> str:
         ("quality vs cost", _pareto_section(run, metrics)),
         ("evaluation protocol", _protocol_section(metrics)),
     ]
-    if classifier and (run / "samples" / "transfer.png").is_file():
+    if classifier and (metrics.get("train") or {}).get("transfer") and (run / "samples" / "transfer.png").is_file():
         sections.insert(2, ("transfer set", _transfer_section(run)))
     if metrics.get("export") or metrics.get("latency"):
         sections.insert(1, ("deployment: export, int8, latency", _deployment_section(run, metrics)))
