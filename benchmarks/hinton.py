@@ -237,9 +237,9 @@ def main() -> None:
                + (f" --seeds {args.seeds}" if args.seeds else "") + (f" --sweep-seeds {args.sweep_seeds}" if args.sweep_seeds != 3 else "")
                + (f" --jobs {args.jobs}" if args.jobs != 2 else ""))
     body = table(rows, swept, facts, steps, time.perf_counter() - t0, command)
-    tried = HERE / "hinton" / "steps.md"  # what benchmarks/hinton/probe_steps.py --write found; kept across reruns
-    if tried.exists() and not args.quick:
-        body += "\n\n" + tried.read_text().rstrip()
+    tried = [f.read_text().rstrip() for f in (HERE / "hinton" / "steps.md", HERE / "hinton" / "steps-gan.md") if f.exists()]
+    if tried and not args.quick:  # what benchmarks/hinton/probe_steps.py [--gan] --write found; kept across reruns
+        body += "\n\n" + "\n\n".join(tried)
     print(body)
     raw = {"steps": steps, "seeds": seeds, "recipe": facts, "rows": rows,
            "sweep": [{"temperature": k[0], "alpha": k[1], "errors": v} for k, v in swept.items()]}

@@ -33,6 +33,7 @@ from kdgen.api import distill, train_teacher  # noqa: E402
 
 TEACHER = "configs/classifier/mnist5k-teacher.yaml"
 RECIPE = "configs/classifier/mnist5k-hinton.yaml"
+RECIPE_GAN = "configs/classifier/mnist5k-hinton-gan.yaml"  # --gan: the distilled students get the generated transfer set
 STUDENT = '{"hidden": [400, 400], "dropout": 0.0}'
 HERE = Path(__file__).resolve().parent
 
@@ -46,7 +47,7 @@ def trained_steps(run: Path) -> int:
     return json.loads(m.read_text())["train"]["steps"] if m.exists() else 0
 
 
-def to_stage(kind: str, run: Path, steps: int, overrides: list[str]) -> int:
+def to_stage(kind: str, run: Path, steps: int, overrides: list[str], recipe: str = RECIPE) -> int:
     """Train (or resume) `run` to `steps`; its test errors there."""
     who = "teacher" if kind == "alone" else "student"
     if trained_steps(run) != steps:
@@ -55,7 +56,7 @@ def to_stage(kind: str, run: Path, steps: int, overrides: list[str]) -> int:
         if kind == "alone":
             train_teacher(TEACHER, [*common, f"model.args={STUDENT}", "data.shift=0"], resume=resume)
         else:
-            distill(RECIPE, common, resume=resume)
+            distill(recipe, common, resume=resume)
     return errors(run, who)
 
 
@@ -93,7 +94,7 @@ def table(res: dict, seeds: list[int], settings: list[str]) -> str:
     return "\n".join(lines)
 
 
-def subsection(res: dict, seeds: list[int], settings: list[str]) -> str:
+def subsection(res: dict, seeds: list[int], settings: list[str], gan: bool = False) -> str:
     """'What else was tried' for the hinton section of RESULTS.md: the table, the best row and the verdict."""
     teachers = [res["teacher"][str(s)] for s in seeds]
     best = None
@@ -105,6 +106,17 @@ def subsection(res: dict, seeds: list[int], settings: list[str]) -> str:
                 best = max(best or (g, 0, ""), (g, int(steps), name))
     verdict = (f"best: {best[2]} at {best[1]} steps, {best[0]:.0%} of the gap of the means; the >= 90% target is "
                + ("reached on these seeds" if best[0] >= 0.9 else "not reached by any row"))
+    if gan:
+        return "\n".join([
+            "### What else was tried: the GAN transfer set, trained longer (`benchmarks/hinton/probe_steps.py --gan`)", "",
+            header(res.get("command", "python benchmarks/hinton/probe_steps.py --gan"), res["wall_s"]),
+            f"As the table above, for the distilled students of configs/classifier/mnist5k-hinton-gan.yaml (the plain recipe plus "
+            f"the generated transfer set). Seeds {', '.join(map(str, seeds))} with their {res.get('teacher_steps', 3000)}-step teachers; "
+            "the student alone at each step count is the one of the table above (the same runs). Each stage resumes the previous one, "
+            "which redraws the same pool but not the same pool images per batch as an uninterrupted run. Distilled setting TxaY = "
+            "temperature x, alpha y. Chosen on the test images: optimistic.", "",
+            table(res, seeds, settings), "", f"- {verdict}",
+        ])
     return "\n".join([
         "### What else was tried: longer training (`benchmarks/hinton/probe_steps.py`)", "",
         header(res.get("command", "python benchmarks/hinton/probe_steps.py"), res["wall_s"]),
@@ -128,7 +140,7 @@ def write_into_results(text: str) -> None:
     start = body.index("<!-- hinton:begin -->")
     stop = body.index(end, start)
     section = body[start:stop]
-    cut = section.find("### What else was tried: longer training")
+    cut = section.find("### What else was tried:")
     section = (section[:cut] if cut >= 0 else section).rstrip() + "\n\n" + text.rstrip() + "\n"
     RESULTS.write_text(body[:start] + section + body[stop:])
 
@@ -143,26 +155,39 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("/tmp/kdgen-hinton-steps"))
     p.add_argument("--json", type=Path, default=HERE / "steps.json")
     p.add_argument("--no-train", action="store_true", help="only print (and --write) the table of --json")
-    p.add_argument("--write", action="store_true", help="write benchmarks/hinton/steps.md and put it at the end of RESULTS.md's hinton section")
+    p.add_argument("--write", action="store_true", help="write benchmarks/hinton/steps.md (steps-gan.md with --gan) and put the probes' "
+                   "tables at the end of RESULTS.md's hinton section")
+    p.add_argument("--gan", action="store_true", help="distil with mnist5k-hinton-gan.yaml (the generated transfer set); the students "
+                   "alone are read from benchmarks/hinton/steps.json, not retrained")
     args = p.parse_args()
+    if args.gan and args.json == HERE / "steps.json":
+        args.json = HERE / "steps-gan.json"
     res = {"teacher": {}, "alone": {}, "distilled": {}}
     if args.json.exists():
         res = json.loads(args.json.read_text())
+    if args.gan:  # the same students alone as the plain probe: its runs, not new ones
+        res["alone"] = json.loads((HERE / "steps.json").read_text())["alone"]
     if not args.no_train:
         train(args, res)
     if "wall_s" not in res:  # a run that did not time itself: first config written to last metrics written
         times = [f.stat().st_mtime for f in args.root.glob("*/config.yaml")] + [f.stat().st_mtime for f in args.root.glob("*/metrics.json")]
         res["wall_s"] = max(times) - min(times) if times else 0.0
-    text = subsection(res, args.seeds, args.settings)
+    text = subsection(res, args.seeds, args.settings, gan=args.gan)
     print(text)
     if args.write:
-        (HERE / "steps.md").write_text(text + "\n")
-        write_into_results(text)
+        (HERE / ("steps-gan.md" if args.gan else "steps.md")).write_text(text + "\n")
+        write_into_results("\n\n".join(probe_tables()))
+
+
+def probe_tables() -> list[str]:
+    """The probes' subsections that end RESULTS.md's hinton section, in a fixed order (benchmarks/hinton.py appends the same)."""
+    return [f.read_text().rstrip() for f in (HERE / "steps.md", HERE / "steps-gan.md") if f.exists()]
 
 
 def train(args, res: dict) -> None:
     t0 = time.perf_counter()
     res["command"] = "python benchmarks/hinton/probe_steps.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    recipe, prefix = (RECIPE_GAN, "g") if args.gan else (RECIPE, "d")
     for s in args.seeds:
         t = args.root / f"teacher-s{s}"
         if trained_steps(t) != args.teacher_steps:
@@ -173,12 +198,13 @@ def train(args, res: dict) -> None:
         for s in args.seeds:
             seed = [f"train.seed={s}", *([f"train.lr={args.lr}"] if args.lr else [])]
             tag = f"-lr{args.lr:g}" if args.lr else ""
-            res["alone"].setdefault(str(steps), {})[str(s)] = to_stage("alone", args.root / f"alone-s{s}{tag}", steps, seed)
+            if not args.gan:
+                res["alone"].setdefault(str(steps), {})[str(s)] = to_stage("alone", args.root / f"alone-s{s}{tag}", steps, seed)
             for name in args.settings:
                 temp, alpha = parse_setting(name)
-                e = to_stage("distilled", args.root / f"d-{name}-s{s}{tag}", steps,
+                e = to_stage("distilled", args.root / f"{prefix}-{name}-s{s}{tag}", steps,
                              [*seed, f"teacher.path={args.root}/teacher-s{s}/teacher",
-                              f"methods.hinton.temperature={temp}", f"methods.hinton.alpha={alpha}"])
+                              f"methods.hinton.temperature={temp}", f"methods.hinton.alpha={alpha}"], recipe)
                 res["distilled"].setdefault(name, {}).setdefault(str(steps), {})[str(s)] = e
             res["wall_s"] = res.get("wall_s", 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
