@@ -79,7 +79,7 @@ def table(res: dict, seeds: list[int], settings: list[str]) -> str:
              "|---:|---|" + "---:|" * (len(seeds) + 3)]
     for steps in sorted({int(k) for k in res["alone"]}):
         alone = res["alone"].get(str(steps), {})
-        if len(alone) < len(seeds):
+        if len(alone) < len(seeds) or not any(len(res["distilled"].get(n, {}).get(str(steps), {})) == len(seeds) for n in settings):
             continue
         a = [alone[str(s)] for s in seeds]
         lines.append(f"| {steps} | alone | " + " | ".join(map(str, a)) + f" | {statistics.mean(a):.1f} | | |")
@@ -109,7 +109,7 @@ def subsection(res: dict, seeds: list[int], settings: list[str], gan: bool = Fal
     if gan:
         return "\n".join([
             "### What else was tried: the GAN transfer set, trained longer (`benchmarks/hinton/probe_steps.py --gan`)", "",
-            header(res.get("command", "python benchmarks/hinton/probe_steps.py --gan"), res["wall_s"]),
+            res.get("header") or header(res.get("command", "python benchmarks/hinton/probe_steps.py --gan"), res["wall_s"]),
             f"As the table above, for the distilled students of configs/classifier/mnist5k-hinton-gan.yaml (the plain recipe plus "
             f"the generated transfer set). Seeds {', '.join(map(str, seeds))} with their {res.get('teacher_steps', 3000)}-step teachers; "
             "the student alone at each step count is the one of the table above (the same runs). Each stage resumes the previous one, "
@@ -119,7 +119,7 @@ def subsection(res: dict, seeds: list[int], settings: list[str], gan: bool = Fal
         ])
     return "\n".join([
         "### What else was tried: longer training (`benchmarks/hinton/probe_steps.py`)", "",
-        header(res.get("command", "python benchmarks/hinton/probe_steps.py"), res["wall_s"]),
+        res.get("header") or header(res.get("command", "python benchmarks/hinton/probe_steps.py"), res["wall_s"]),
         f"Does more training let the soft targets close more of the gap? Seeds {', '.join(map(str, seeds))}, each with its "
         f"{res.get('teacher_steps', 3000)}-step teacher as above; the student alone and the distilled students (400-400, unshifted "
         "images, Adam 1e-3 constant) always train for the same number of steps, each resumed stage by stage (identical to an "
@@ -157,6 +157,8 @@ def main() -> None:
     p.add_argument("--no-train", action="store_true", help="only print (and --write) the table of --json")
     p.add_argument("--write", action="store_true", help="write benchmarks/hinton/steps.md (steps-gan.md with --gan) and put the probes' "
                    "tables at the end of RESULTS.md's hinton section")
+    p.add_argument("--transfer-images", type=int, default=None, help="with --gan: data.transfer_images (default: the recipe's); "
+                   "runs named -p<N>")
     p.add_argument("--gan", action="store_true", help="distil with mnist5k-hinton-gan.yaml (the generated transfer set); the students "
                    "alone are read from benchmarks/hinton/steps.json, not retrained")
     args = p.parse_args()
@@ -198,12 +200,14 @@ def train(args, res: dict) -> None:
         for s in args.seeds:
             seed = [f"train.seed={s}", *([f"train.lr={args.lr}"] if args.lr else [])]
             tag = f"-lr{args.lr:g}" if args.lr else ""
+            pool = [f"data.transfer_images={args.transfer_images}"] if args.gan and args.transfer_images else []
+            tag += f"-p{args.transfer_images}" if pool else ""
             if not args.gan:
                 res["alone"].setdefault(str(steps), {})[str(s)] = to_stage("alone", args.root / f"alone-s{s}{tag}", steps, seed)
             for name in args.settings:
                 temp, alpha = parse_setting(name)
                 e = to_stage("distilled", args.root / f"{prefix}-{name}-s{s}{tag}", steps,
-                             [*seed, f"teacher.path={args.root}/teacher-s{s}/teacher",
+                             [*seed, *pool, f"teacher.path={args.root}/teacher-s{s}/teacher",
                               f"methods.hinton.temperature={temp}", f"methods.hinton.alpha={alpha}"], recipe)
                 res["distilled"].setdefault(name, {}).setdefault(str(steps), {})[str(s)] = e
             res["wall_s"] = res.get("wall_s", 0.0) + time.perf_counter() - t0
@@ -212,6 +216,8 @@ def train(args, res: dict) -> None:
                   + ", ".join(f"{n} {res['distilled'][n][str(steps)][str(s)]}" for n in args.settings), flush=True)
             args.json.write_text(json.dumps(res, indent=1) + "\n")
         print(table(res, args.seeds, args.settings) + "\n", flush=True)
+    res["header"] = header(res["command"], res["wall_s"])  # date, commit and machine of the training, kept by --no-train --write
+    args.json.write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":
