@@ -111,7 +111,8 @@ def subsection(res: dict, seeds: list[int], settings: list[str], gan: bool = Fal
             "### What else was tried: the GAN transfer set, trained longer (`benchmarks/hinton/probe_steps.py --gan`)", "",
             res.get("header") or header(res.get("command", "python benchmarks/hinton/probe_steps.py --gan"), res["wall_s"]),
             f"As the table above, for the distilled students of configs/classifier/mnist5k-hinton-gan.yaml (the plain recipe plus "
-            f"the generated transfer set). Seeds {', '.join(map(str, seeds))} with their {res.get('teacher_steps', 3000)}-step teachers; "
+            f"the generated transfer set; a pool of 20,000 images, the recipe's first value, unless the row says pool 100k, its value "
+            f"since). Seeds {', '.join(map(str, seeds))} with their {res.get('teacher_steps', 3000)}-step teachers; "
             "the student alone at each step count is the one of the table above (the same runs). Each stage resumes the previous one, "
             "which redraws the same pool but not the same pool images per batch as an uninterrupted run. Distilled setting TxaY = "
             "temperature x, alpha y. Chosen on the test images: optimistic.", "",
