@@ -88,16 +88,22 @@ def test_classifier_user_errors_are_one_sentence(extra, pattern, digits_teacher,
     assert re.search(pattern, err), err
 
 
+def _teacher_then_student(run, tmp_path, dataset: str, teacher_model: str, steps: int, *distill_args: str) -> str:
+    """train-teacher (configs/classifier/DATASET-teacher.yaml, TEACHER_MODEL) into tmp/t, then distill
+    (DATASET-hinton.yaml) into tmp/s, a few steps each with batch 16; the distill run's stdout."""
+    few = [f"train.steps={steps}", "data.batch_size=16", *FAST[1:]]
+    code, _, err = run("train-teacher", f"configs/classifier/{dataset}-teacher.yaml", f"out={tmp_path / 't'}", teacher_model, *few)
+    assert code == 0, err
+    code, stdout, err = run("distill", f"configs/classifier/{dataset}-hinton.yaml", f"out={tmp_path / 's'}",
+                            f"teacher.path={tmp_path / 't' / 'teacher'}", *few, *distill_args)
+    assert code == 0, err
+    return stdout
+
+
 def test_resnet_teacher_distils_into_a_cnn_student_on_digits(tmp_path, monkeypatch, capsys):
     """A ResNet-18 teacher (train-teacher) into a small CNN student (hinton + attention on layer1/layer2), a few steps each."""
-    few = ["train.steps=3", "data.batch_size=16", *FAST[1:]]
-    code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/classifier/digits-teacher.yaml", f"out={tmp_path / 't'}",
-                           "model={family: resnet, args: {arch: resnet18}}", *few)
-    assert code == 0, err
-    code, stdout, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/digits-hinton.yaml", f"out={tmp_path / 's'}",
-                                f"teacher.path={tmp_path / 't' / 'teacher'}", CNN_STUDENT, *few,
-                                "methods={hinton: {alpha: 0.5}, attention: {student_layers: [blocks.0, blocks.1], teacher_layers: [layer1, layer2]}}")
-    assert code == 0, err
+    stdout = _teacher_then_student(lambda *a: run_cli(monkeypatch, capsys, *a), tmp_path, "digits", "model={family: resnet, args: {arch: resnet18}}", 3,
+                                   CNN_STUDENT, "methods={hinton: {alpha: 0.5}, attention: {student_layers: [blocks.0, blocks.1], teacher_layers: [layer1, layer2]}}")
     m = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert json.loads((tmp_path / "t" / "teacher" / "model.json").read_text())["family"] == "resnet" and m["train"]["steps"] == 3
     assert m["student"]["params"] * 100 < m["teacher"]["params"] and sum(map(sum, m["student"]["confusion"])) == 360
@@ -106,14 +112,9 @@ def test_resnet_teacher_distils_into_a_cnn_student_on_digits(tmp_path, monkeypat
 
 def test_distill_with_a_generated_transfer_set_on_mnist5k(tmp_path, monkeypatch, capsys):
     """An mnist5k teacher distilled with builtin:gan-mnist5k's samples joining each batch; the pool's picture is written."""
-    few = ["train.steps=4", "data.batch_size=16", *FAST[1:]]
-    code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/classifier/mnist5k-teacher.yaml", f"out={tmp_path / 't'}",
-                           "model.args={hidden: [32], dropout: 0.0}", *few)
-    assert code == 0, err
-    code, stdout, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/mnist5k-hinton.yaml", f"out={tmp_path / 's'}",
-                                f"teacher.path={tmp_path / 't' / 'teacher'}", "student.args={hidden: [8, 8]}", *few,
-                                "data.transfer=builtin:gan-mnist5k", "data.transfer_images=40", "data.transfer_batch=8")
-    assert code == 0, err
+    run = lambda *a: run_cli(monkeypatch, capsys, *a)  # noqa: E731
+    _teacher_then_student(run, tmp_path, "mnist5k", "model.args={hidden: [32], dropout: 0.0}", 4, "student.args={hidden: [8, 8]}",
+                          "data.transfer=builtin:gan-mnist5k", "data.transfer_images=40", "data.transfer_batch=8")
     m = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert m["train"]["steps"] == 4 and sum(map(sum, m["student"]["confusion"])) == 500
     assert (tmp_path / "s" / "samples" / "transfer.png").read_bytes()[:4] == b"\x89PNG"
@@ -123,8 +124,8 @@ def test_distill_with_a_generated_transfer_set_on_mnist5k(tmp_path, monkeypatch,
     # the pool joined every training batch: 4 steps x 8 images
     assert m["train"]["transfer"] == {"generator": "builtin:gan-mnist5k", "pool": 40, "per_batch": 8, "images_seen": 32}
     # the same folder without a transfer set: no stale picture, no transfer section
-    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/classifier/mnist5k-hinton.yaml", f"out={tmp_path / 's'}",
-                           f"teacher.path={tmp_path / 't' / 'teacher'}", "student.args={hidden: [8, 8]}", *few)
+    code, _, err = run("distill", "configs/classifier/mnist5k-hinton.yaml", f"out={tmp_path / 's'}", f"teacher.path={tmp_path / 't' / 'teacher'}",
+                       "student.args={hidden: [8, 8]}", "train.steps=4", "data.batch_size=16", *FAST[1:])
     assert code == 0, err
     assert not (tmp_path / "s" / "samples" / "transfer.png").exists() and "transfer" not in json.loads((tmp_path / "s" / "metrics.json").read_text())["train"]
     assert 'alt="transfer-set images"' not in (tmp_path / "s" / "report.html").read_text()
