@@ -29,7 +29,7 @@ from ..config import from_dict
 from ..errors import KdgenError
 from . import adversarial, consistency, feature, onestep, output, perceptual, progressive, structural  # noqa: F401  (registration)
 from . import attention, dkd, fitnet, hinton  # noqa: F401  (registration: classifier methods)
-from .classifier_base import ClassifierContext, ClassifierDistiller, ClassifierTerm
+from .classifier_base import ClassifierContext, ClassifierDistiller, ClassifierTerm, refuse_true_class_terms
 from .base import DistillationMethod, GenBatch, LossTerm, StepOutput, TermContext
 from .generator import GeneratorDistiller
 from .registry import METHODS
@@ -84,7 +84,10 @@ def check_method_mix(raw: dict[str, Any], *, diffusion_teacher: bool | None = No
 def build_classifier_terms(raw: dict[str, Any], ctx: ClassifierContext) -> tuple[dict[str, ClassifierTerm], dict[str, float]]:
     """The recipe's classifier terms, built, and their weights."""
     opts = parse_methods(raw)
-    return {name: METHODS.get(name)(o, ctx) for name, o in opts.items()}, {name: o.weight for name, o in opts.items()}
+    terms = {name: METHODS.get(name)(o, ctx) for name, o in opts.items()}
+    if ctx.transfer:  # refused before the pool is drawn
+        refuse_true_class_terms(terms)
+    return terms, {name: o.weight for name, o in opts.items()}
 
 
 def build_terms(raw: dict[str, Any], ctx: TermContext) -> dict[str, LossTerm]:

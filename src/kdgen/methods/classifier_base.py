@@ -58,6 +58,13 @@ class ClassifierTerm(nn.Module):
         raise NotImplementedError
 
 
+def refuse_true_class_terms(terms: dict[str, ClassifierTerm]) -> None:
+    """Transfer-set images have no label: terms that need the true class of every image cannot train on them."""
+    if strict := [n for n, t in terms.items() if t.needs_true_class]:
+        raise KdgenError(f"methods {strict} split the teacher's output at the true class, and data.transfer adds images without one; "
+                         "use hinton (its hard-label part skips them) or remove data.transfer")
+
+
 def _check_same_classes(student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> int:
     with torch.no_grad():
         ks, kt = student.eval()(example[:2]).shape[1], teacher(example[:2]).shape[1]
@@ -88,9 +95,8 @@ class ClassifierDistiller(DistillationMethod):
         if transfer is not None and tuple(transfer.shape[1:]) != tuple(example.shape[1:]):
             raise KdgenError(f"the transfer images are {tuple(transfer.shape[1:])} and the training images {tuple(example.shape[1:])}; "
                              "use a data.transfer generator that makes images of the training shape")
-        if transfer is not None and (strict := [n for n, t in terms.items() if t.needs_true_class]):
-            raise KdgenError(f"methods {strict} split the teacher's output at the true class, and transfer images have none; "
-                             "use hinton (its hard-label part skips them) or remove data.transfer")
+        if transfer is not None:
+            refuse_true_class_terms(terms)
         self.transfer, self.transfer_batch = transfer, transfer_batch  # the pool is a plain attribute: never checkpointed
         self.register_buffer("transfer_seen", torch.zeros((), dtype=torch.long))  # pool images trained on (checkpointed)
         self.s_layers = sorted({n for t in terms.values() for n in t.student_layers})

@@ -73,9 +73,6 @@ class DKDTerm(ClassifierTerm):
         self.options = options
         if not ctx.has_labels:
             raise KdgenError("methods.dkd splits the teacher's output at the true class, and this data has no labels; use hinton with alpha=0")
-        if ctx.transfer:
-            raise KdgenError("methods.dkd splits the teacher's output at the true class, and data.transfer adds images without one; "
-                             "use hinton (its hard-label part skips them) or remove data.transfer")
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))  # training steps so far, for the warm-up
 
     def loss(self, b: ClsBatch) -> torch.Tensor:
