@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, write_section  # noqa: E402
 
 import kdgen  # noqa: E402
-from kdgen.api import generator_shape  # noqa: E402
+from kdgen.faces import face_of  # noqa: E402
 from kdgen.sampling import GeneratorSampler  # noqa: E402
 from kdgen.teacher import load_teacher  # noqa: E402
 
@@ -34,7 +34,7 @@ def main() -> None:
     cfg = kdgen.load_config(Path(args.run) / "config.yaml")
     teacher = load_teacher(cfg.teacher.path)
     # 1. one teacher sampling pass (the unit of cost)
-    sampler = GeneratorSampler(teacher, z_dim=generator_shape(teacher)[2], batch_size=cfg.eval.batch_size)
+    sampler = GeneratorSampler(teacher, z_shape=face_of(teacher).z_shape, batch_size=cfg.eval.batch_size)
     sampler.sample(n, 99)  # warm-up
     t0 = time.perf_counter()
     sampler.sample(n, 0)

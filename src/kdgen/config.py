@@ -48,9 +48,17 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_TEACHER = "builtin:gan-mnist5k"
+
+
 @dataclass
 class TeacherConfig:
-    path: str = "builtin:gan-mnist5k"  # a kdgen model folder, a diffusers folder or hub id, or builtin:NAME
+    path: str | None = None  # a kdgen model folder, a diffusers folder or hub id, or builtin:NAME; None (and no class): builtin:gan-mnist5k
+    class_: str | None = field(default=None, metadata={"key": "class"})  # package.module:ClassOrFactory | torchvision:NAME | timm:NAME
+    args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that class
+    weights: str | None = None  # FILE.safetensors | FILE.pt/.pth (weights_only) | hub (torchvision/timm pretrained; needs internet)
+    face: Literal["generator", "classifier"] | None = None  # what the class is, when kdgen cannot tell
+    z_shape: list[int] | None = None  # face generator: the noise of one image, e.g. [64]
     steps: int | None = field(default=None, metadata=_check(ge=1))  # diffusion: the teacher's DDIM steps when measured; None: its own
 
 
@@ -61,7 +69,9 @@ class StudentConfig:
     layers_per_block: int | None = field(default=None, metadata=_check(ge=1))  # diffusion UNets: resnets per stage; None: the teacher's
     attention: bool = True  # diffusion UNets: false removes the attention blocks
     family: str | None = None  # classifiers: the student's family (mlp, cnn, resnet, featnet); None: the teacher's
-    args: dict[str, Any] = field(default_factory=dict)  # classifiers: the student's model args, over the teacher's
+    args: dict[str, Any] = field(default_factory=dict)  # the student's model args: over the teacher's (family), or of student.class
+    class_: str | None = field(default=None, metadata={"key": "class"})  # a student of its own class; None: derived from the teacher
+    weights: str | None = None  # starting weights of student.class (safetensors or .pt/.pth); None: random init
 
 
 @dataclass
@@ -113,7 +123,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _keyed(self)
 
     def save(self, path: str | Path) -> None:
         from .io import atomic_write_text
@@ -122,6 +132,22 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+def _key(f: dataclasses.Field) -> str:
+    """The recipe's name of a field (`class` for `class_`)."""
+    return f.metadata.get("key", f.name)
+
+
+def _keyed(obj: Any) -> Any:
+    """dataclasses.asdict with recipe key names."""
+    if dataclasses.is_dataclass(obj):
+        return {_key(f): _keyed(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _keyed(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_keyed(v) for v in obj]
+    return obj
 
 
 def _type_name(tp: Any) -> str:
@@ -219,7 +245,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise KdgenError(f"config section '{where}' must be a mapping of keys to values, got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {_key(f): f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
             full = f"{prefix}.{key}" if prefix else str(key)
@@ -233,13 +259,13 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         if name not in data:
             continue
         key = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
+        tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, data[name], key)
+            kwargs[f.name] = from_dict(tp, data[name], key)
             continue
         value = _coerce(data[name], tp, key)
         _check_limits(value, f.metadata.get("limits", {}), key)
-        kwargs[name] = value
+        kwargs[f.name] = value
     return cls(**kwargs)
 
 
@@ -313,6 +339,19 @@ def _validate(cfg: RunConfig) -> None:
         raise KdgenError(f"config key 'train.betas' must be two numbers in [0, 1), got {cfg.train.betas}")
     if not cfg.eval.seeds or len(set(cfg.eval.seeds)) != len(cfg.eval.seeds):
         raise KdgenError(f"config key 'eval.seeds' must list distinct seeds, at least one (e.g. [0, 1, 2]), got {cfg.eval.seeds}")
+    t = cfg.teacher
+    if t.path is not None and t.class_ is not None:
+        raise KdgenError(f"teacher.path ('{t.path}') and teacher.class ('{t.class_}') both name a teacher; keep one "
+                         "(set teacher.path=null to use the class)")
+    if t.class_ is None and (t.args or t.weights is not None or t.face is not None or t.z_shape is not None):
+        raise KdgenError("teacher.args, teacher.weights, teacher.face and teacher.z_shape describe teacher.class, and none is given; "
+                         "add teacher.class (package.module:ClassName, torchvision:NAME or timm:NAME) or remove them")
+    if t.path is None and t.class_ is None:
+        t.path = DEFAULT_TEACHER
+    if cfg.student.weights is not None and cfg.student.class_ is None:
+        raise KdgenError("student.weights start a student of student.class, and none is given; add student.class or remove student.weights")
+    if cfg.student.class_ is not None and cfg.student.family is not None:
+        raise KdgenError("student.class and student.family both name the student's architecture; keep one")
     d = cfg.data
     if d.transfer is None and (d.transfer_images is not None or d.transfer_batch is not None):
         raise KdgenError("data.transfer_images and data.transfer_batch size a generated transfer set, and data.transfer names none; "

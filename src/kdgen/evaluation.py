@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from .config import RunConfig, load_config
-from .data import load_dataset, native_shape, stack_images
+from .data import has_test_split, load_dataset, native_shape, stack_images
 from .errors import KdgenError
 from .io import atomic_write_bytes, load_model, resolve_path
 from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
 from .metrics.classify import classification_scores, predict
-from .models.classifier import CLASSIFIER_FAMILIES
+from .faces import face_of
 from .report import save_grid, save_side_by_side
 from .sampling import GeneratorSampler, make_sampler
 
@@ -36,10 +36,10 @@ def run_dataset(cfg: RunConfig, *, image_size: int, channels: int, split: str = 
     return load_dataset(cfg.data.name, split=split, image_size=image_size, channels=channels, root=cfg.data.root, on_corrupt=cfg.data.on_corrupt)
 
 
-def generator_shape(model: nn.Module) -> tuple[int, int, int]:
-    """(image_size, channels, z_dim) from a generator's model.json args."""
-    args = model.kdgen_meta["args"]
-    return args.get("image_size", 28), args.get("channels", 1), args.get("z_dim", 100)
+def generator_shape(model: nn.Module) -> tuple[int, int, tuple[int, ...] | None]:
+    """(image_size, channels, z_shape) from a generator's or diffusion model's face (z_shape None for diffusion)."""
+    face = face_of(model)
+    return face.image_size, face.channels, face.z_shape
 
 
 def measure_samplers(cfg: RunConfig, samplers: dict[str, GeneratorSampler], weights: dict[str, Path], *, size: int, ch: int,
@@ -75,8 +75,7 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     e = cfg.eval
     samplers = {"teacher": make_sampler(teacher, batch_size=e.batch_size, steps=cfg.teacher.steps),
                 "student": make_sampler(student, batch_size=e.batch_size)}
-    weights = {"teacher": weights_file(getattr(teacher, "kdgen_path", None) or resolve_path(cfg.teacher.path)),
-               "student": weights_file(out / "student")}
+    weights = {"teacher": model_weights(teacher), "student": weights_file(out / "student")}
     feats: dict[str, dict] = {}
     metrics, metric = measure_samplers(cfg, samplers, weights, size=size, ch=ch, features=feats)
     if save_features is not None:
@@ -92,10 +91,12 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
 
 
 def classifier_shape(model: nn.Module, data: str | None = None) -> tuple[int, int]:
-    """(image_size, channels) of a classifier from its model.json (args, or what train-features recorded), else the data's."""
-    meta = model.kdgen_meta
-    size = meta["args"].get("image_size") or meta.get("image_size") or (native_shape(data or "") or (28, 1))[0]
-    return int(size), int(getattr(model, "channels", meta["args"].get("channels", 1)))
+    """(image_size, channels) of a classifier from its face, else the data's native shape."""
+    face = face_of(model)
+    if face.image_shape is not None:
+        return face.image_size, face.channels
+    size, ch = native_shape(data or "") or (28, 1)
+    return int(getattr(model, "image_size", size)), int(getattr(model, "channels", ch))
 
 
 def measure_classifier(model: nn.Module, test, *, weights: Path | None, num_classes: int, repeats: int) -> tuple[dict, torch.Tensor]:
@@ -112,21 +113,32 @@ def evaluate_classifier_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.
     if cfg.data.name.startswith("folder:"):
         raise KdgenError("a classifier is measured on labelled test data; a folder has none - set eval.enabled=false or use a labelled dataset")
     size, ch = classifier_shape(teacher, cfg.data.name)
-    test = run_dataset(cfg, image_size=size, channels=ch, split="test")
-    k = int(teacher.kdgen_meta["args"].get("num_classes") or int(test.labels.max()) + 1)
+    held_out = has_test_split(cfg.data.name)
+    test = run_dataset(cfg, image_size=size, channels=ch, split="test" if held_out else "train")
+    if getattr(test, "labels", None) is None:
+        raise KdgenError(f"a classifier is measured on labelled images and '{cfg.data.name}' has no labels; set eval.enabled=false or label them")
+    k = int(face_of(teacher).num_classes or int(test.labels.max()) + 1)
     reps = cfg.eval.latency_repeats
-    t_path = getattr(teacher, "kdgen_path", None) or resolve_path(cfg.teacher.path)
     metrics: dict[str, Any] = {}
-    metrics["teacher"], t_pred = measure_classifier(teacher, test, weights=weights_file(t_path), num_classes=k, repeats=reps)
+    metrics["teacher"], t_pred = measure_classifier(teacher, test, weights=model_weights(teacher), num_classes=k, repeats=reps)
     metrics["student"], s_pred = measure_classifier(student, test, weights=weights_file(out / "student"), num_classes=k, repeats=reps)
     metrics["student"]["agreement"] = float((s_pred == t_pred).float().mean())
-    metrics["protocol"] = {"kind": "classifier", "reference": f"{cfg.data.name} test split", "reference_count": len(test),
-                           "image_size": size, "channels": ch, "num_classes": k,
-                           "caveats": [f"{len(test)} test images: one error is {100 / len(test):.2f} points of accuracy"]}
+    caveats = [f"{len(test)} test images: one error is {100 / len(test):.2f} points of accuracy"]
+    if not held_out:
+        caveats.append(f"{cfg.data.name} has no held-out split: accuracy is measured on the training images")
+    metrics["protocol"] = {"kind": "classifier", "reference": f"{cfg.data.name} {'test split' if held_out else '(the training set)'}",
+                           "reference_count": len(test), "image_size": size, "channels": ch, "num_classes": k, "caveats": caveats}
     from .report.plots import confusion
 
     confusion({"teacher": metrics["teacher"]["confusion"], "student": metrics["student"]["confusion"]}, out / "plots" / "confusion.png")
     return metrics
+
+
+def model_weights(model: nn.Module) -> Path | None:
+    """The file a loaded model's weights came from (its folder's, or the weights file a recipe named), if any."""
+    if getattr(model, "kdgen_path", None) is not None:
+        return weights_file(model.kdgen_path)
+    return getattr(model, "kdgen_weights", None)
 
 
 def weights_file(folder: Path) -> Path:
@@ -150,7 +162,7 @@ def _save_features(path: Path, real: torch.Tensor, feats: dict[str, dict], seeds
 
 def _floor(cfg: RunConfig, metric: QualityMetric, size: int, ch: int, n: int) -> dict | None:
     """FID/KID of real training images vs the reference: the best score this protocol allows."""
-    if cfg.data.name.startswith("folder:"):
+    if not has_test_split(cfg.data.name):
         return None  # a folder is both training data and reference: no independent real set
     train_real = stack_images(run_dataset(cfg, image_size=size, channels=ch), n)
     floor = metric.score(train_real)
@@ -162,8 +174,8 @@ def _caveats(cfg: RunConfig) -> list[str]:
     perceptual = cfg.methods.get("perceptual")
     if perceptual is not None and resolve_path(perceptual.get("features", "builtin:featnet-mnist5k")) == resolve_path(cfg.eval.features):
         notes.append("the perceptual loss trained the student in the same feature space FID/KID are measured in")
-    if cfg.data.name.startswith("folder:"):
-        notes.append("folder data: the reference set is the training set (no held-out split)")
+    if not has_test_split(cfg.data.name):
+        notes.append(f"{cfg.data.name.split(':')[0]} data: the reference set is the training set (no held-out split)")
     if any(m in cfg.methods for m in ("progressive", "consistency", "onestep", "structural")):
         notes.append("diffusion: teacher and student start from the same noise; their MACs count every network call of sampling")
     return notes
@@ -171,37 +183,39 @@ def _caveats(cfg: RunConfig) -> list[str]:
 
 def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, str]:
     """The held-out real images FID is measured against (a folder has no split: all of it)."""
-    if cfg.data.name.startswith("folder:"):
-        return stack_images(run_dataset(cfg, image_size=size, channels=ch)), f"all of {cfg.data.name} (a folder has no held-out split)"
+    if not has_test_split(cfg.data.name):
+        return stack_images(run_dataset(cfg, image_size=size, channels=ch)), f"all of {cfg.data.name} (no held-out split)"
     return stack_images(run_dataset(cfg, image_size=size, channels=ch, split="test")), f"{cfg.data.name} test split"
 
 
-def evaluate_model(path: Path, overrides: list[str] | None, *, data: str, steps: int | None = None) -> dict:
+def evaluate_model(path: Path | nn.Module, overrides: list[str] | None, *, data: str, steps: int | None = None) -> dict:
     """One model measured alone: a generator's quality and cost, or a classifier's accuracy, macro-F1 and cost."""
     model = load_model(path)
-    family = model.kdgen_meta["family"]
+    kind = face_of(model).kind
     cfg = load_config(None, [*(overrides or [])])
     cfg.data.name = data
     e = cfg.eval
-    weights = weights_file(path)
-    if steps is not None and family != "diffusion":
-        raise KdgenError(f"--steps applies to diffusion models; '{path}' is a '{family}', which makes an image in one call")
-    if family.endswith("generator") or family == "diffusion":
+    weights = weights_file(path) if isinstance(path, Path) else None
+    if steps is not None and kind != "diffusion":
+        raise KdgenError(f"--steps applies to diffusion models; '{path}' is a {kind}, which makes an image in one call")
+    if kind in ("generator", "diffusion"):
         size, ch, _ = generator_shape(model)
         sampler = make_sampler(model, batch_size=e.batch_size, steps=steps)
         measured, _ = measure_samplers(cfg, {"model": sampler}, {"model": weights}, size=size, ch=ch)
         block, protocol = measured["model"], measured["protocol"]
-    elif family in CLASSIFIER_FAMILIES:
+    elif kind == "classifier":
         if data.startswith("folder:"):
             raise KdgenError("a classifier is measured on labelled data; a folder has no labels - give --data mnist5k, digits, mnist, fashion-mnist or cifar10")
         size, ch = classifier_shape(model, data)
         test = load_dataset(data, split="test", image_size=size, channels=ch, root=cfg.data.root)
-        k = model.kdgen_meta["args"].get("num_classes") or int(test.labels.max()) + 1
+        k = face_of(model).num_classes or int(test.labels.max()) + 1
         block, _ = measure_classifier(model, test, weights=weights, num_classes=k, repeats=e.latency_repeats)
         protocol = {"reference": f"{data} test split", "reference_count": len(test)}
     else:
-        raise KdgenError(f"'{path}' is a '{family}', which kdgen cannot evaluate alone; give a generator, a classifier or a run folder")
-    metrics = {"model": {"path": str(path), "family": family, **block}, "protocol": protocol}
+        raise KdgenError(f"'{path}' is a {kind}, which kdgen cannot evaluate alone yet; give a generator, a classifier or a run folder")
+    family = getattr(model, "kdgen_meta", {}).get("family") or type(model).__name__
+    where = str(path) if isinstance(path, Path) else f"<{type(model).__name__} module>"
+    metrics = {"model": {"path": where, "family": family, "face": face_of(model).kind, **block}, "protocol": protocol}
     return metrics
 
 

@@ -11,7 +11,7 @@ accuracy). A file that fails parity is never moved into place: the error says so
 export stays.
 
 What the graph is:
-    generator (GAN / VAE decoder)   z [B, z_dim] -> image [B, C, H, W]
+    generator (GAN / VAE decoder)   z [B, *z_shape] -> image [B, C, H, W]
     diffusion student               sample [B, C, H, W], timestep [B] (int64)[, class_labels [B]] -> model_output
                                     (classifier-free guidance inside the graph); kdgen.onnx_sampler runs the steps
     classifier                      image [B, C, H, W] -> logits [B, K]
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import KdgenError
+from .faces import face_of
 from .io import atomic_write_text, load_model
 from .onnx_sampler import SAMPLER_JSON, OnnxStudent, read_sampler_json, session
 
@@ -56,17 +57,13 @@ SAMPLES_FILE = "samples.png"  # PyTorch | onnxruntime fp32 | int8 ..., the same 
 
 
 def student_kind(model: nn.Module) -> str:
-    from .models.classifier import is_classifier
-    from .models.unet import DiffusionModel
+    """What the graph is, from the model's face."""
+    from .faces import face_of
 
-    if isinstance(model, DiffusionModel):
-        return "diffusion"
-    if is_classifier(model):
-        return "classifier"
-    family = getattr(model, "kdgen_meta", {}).get("family", "")
-    if family.endswith("generator") or family.endswith("decoder"):
-        return "generator"
-    raise KdgenError(f"kdgen cannot export a '{family}' model; it exports generators, diffusion students and classifiers")
+    kind = face_of(model).kind
+    if kind not in ("generator", "diffusion", "classifier"):
+        raise KdgenError(f"kdgen cannot export a {kind} yet; it exports generators, diffusion students and classifiers")
+    return kind
 
 
 class _GuidedNet(nn.Module):
@@ -87,9 +84,9 @@ class Graph:
         self.kind = student_kind(model)
         self.model = model.eval()
         if self.kind == "generator":
-            from .evaluation import generator_shape
+            from .faces import face_of
 
-            self.z_dim = generator_shape(model)[2]
+            self.z_shape = face_of(model).z_shape
             self.module, self.inputs, self.outputs = model, ["z"], ["image"]
         elif self.kind == "classifier":
             from .evaluation import classifier_shape
@@ -104,7 +101,7 @@ class Graph:
 
     def random_inputs(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         if self.kind == "generator":
-            return (torch.randn(batch, self.z_dim, generator=gen),)
+            return (torch.randn(batch, *self.z_shape, generator=gen),)
         x = torch.randn(batch, *self.shape, generator=gen)
         if self.kind == "classifier":
             return (x,)
@@ -224,9 +221,10 @@ def sampler_spec(graph: Graph, *, batch_size: int = 500) -> dict[str, Any]:
     taken from diffusers' own scheduler (DDIM eta=0 with trailing timesteps, or LCM)."""
     spec: dict[str, Any] = {"kind": graph.kind, "onnx": ONNX_FILE, "inputs": graph.inputs, "outputs": graph.outputs, "batch_size": batch_size}
     if graph.kind == "generator":
-        return {**spec, "z_dim": graph.z_dim, "value_range": [-1, 1]}
+        z = graph.z_shape
+        return {**spec, **({"z_dim": z[0]} if len(z) == 1 else {}), "z_shape": list(z), "value_range": [-1, 1]}
     if graph.kind == "classifier":
-        return {**spec, "shape": list(graph.shape), "num_classes": graph.model.kdgen_meta["args"].get("num_classes")}
+        return {**spec, "shape": list(graph.shape), "num_classes": face_of(graph.model).num_classes}
     m = graph.model
     sched = m.make_scheduler()
     sched.set_timesteps(int(m.steps))
@@ -391,7 +389,7 @@ def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, se
         out = {}
         for name, v in variants.items():
             pred = predict(v, test.images) if isinstance(v, nn.Module) else torch.from_numpy(v.logits(test.images.numpy()).argmax(1))
-            s = classification_scores(pred, test.labels, graph.model.kdgen_meta["args"].get("num_classes"))
+            s = classification_scores(pred, test.labels, face_of(graph.model).num_classes)
             out[name] = {k: s[k] for k in ("accuracy", "macro_f1", "errors") if k in s}
         return out
     from .evaluation import reference_images

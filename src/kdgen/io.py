@@ -208,8 +208,17 @@ def build_model(family: str, args: dict[str, Any]) -> nn.Module:
         raise KdgenError(f"cannot build a '{family}' from arguments {args} ({e}); fix model.args") from None
 
 
-def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a model from a kdgen folder (model.json + weights), a diffusers folder or hub id, or builtin:NAME; eval mode."""
+def load_model(path: str | Path | nn.Module) -> nn.Module:
+    """Rebuild a model from a kdgen folder (model.json + weights), a diffusers folder or hub id, or builtin:NAME; eval mode.
+
+    A module passed in (or a kdgen.Generator / kdgen.Classifier wrapper) comes back as it is, its face decided.
+    Every loaded model carries its face (`kdgen.faces.face_of(model)`)."""
+    from .faces import face_of, unwrap
+
+    if isinstance(path, nn.Module):
+        module = unwrap(path)
+        face_of(module)
+        return module
     folder = resolve_path(path)
     if folder.is_file():
         raise KdgenError(
@@ -225,6 +234,11 @@ def load_model(path: str | Path) -> nn.Module:
     if is_diffusers_folder(folder):
         return load_diffusion(folder)
     meta = read_model_json(folder)
+    if meta["family"] == "class":  # a class kdgen does not define: rebuilt from its class path, args and structure
+        from .models.custom import load_class_model
+
+        module = load_class_model(folder, meta)
+        return _loaded(module, meta, folder)
     weights = folder / meta.get("weights", "model.safetensors")
     module = build_model(meta["family"], meta.get("args", {}))
     state = load_state_dict_file(weights)
@@ -240,7 +254,21 @@ def load_model(path: str | Path) -> nn.Module:
             f"weights in '{weights}' do not fit a {meta['family']} with args {meta.get('args')} "
             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors, e.g. {(missing or unexpected)[0]})"
         )
+    return _loaded(module, meta, folder)
+
+
+def _loaded(module: nn.Module, meta: dict[str, Any], folder: Path) -> nn.Module:
+    from .faces import Face, face_of, set_face
+
     module.eval()
     module.kdgen_meta = meta  # type: ignore[attr-defined]
     module.kdgen_path = folder  # type: ignore[attr-defined]
+    if isinstance(meta.get("face"), dict):
+        set_face(module, Face.from_dict(meta["face"]))
+    elif meta.get("image_size") and getattr(type(module), "face_kind", None) == "classifier" and not hasattr(module, "image_size"):
+        object.__setattr__(module, "image_size", int(meta["image_size"]))  # what train-features recorded for its featnet
+    try:
+        face_of(module)
+    except KdgenError:  # a part such as a GAN's discriminator has no face of its own
+        pass
     return module

@@ -33,7 +33,7 @@ except ImportError:  # this file copied onto a device without kdgen
 
 SAMPLER_JSON = "sampler.json"
 REQUIRED = {  # what each kind of sampler.json must hold
-    "generator": ["inputs", "z_dim"],
+    "generator": ["inputs"],
     "classifier": ["inputs", "shape"],
     "diffusion": ["inputs", "shape", "steps", "scheduler", "prediction_type", "timesteps", "alpha_t", "alpha_prev"],
 }
@@ -93,7 +93,12 @@ class OnnxStudent:
     # ------------------------------------------------------------------ shapes and noise
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return (int(self.spec["z_dim"]),) if self.kind == "generator" else tuple(self.spec["shape"])
+        if self.kind == "generator":
+            z = self.spec.get("z_shape") or [self.spec.get("z_dim")]
+            if not all(isinstance(d, int) and d > 0 for d in z):
+                raise KdgenError(f"{self.path.name}: sampler.json gives no z_shape (nor z_dim) for this generator; re-export the run")
+            return tuple(int(d) for d in z)
+        return tuple(self.spec["shape"])
 
     @property
     def steps(self) -> int:

@@ -28,15 +28,16 @@ def gaussian_latents(n: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class GeneratorSampler:
-    """A GAN generator (or VAE decoder): z ~ N(0, I) [n, z_dim] -> image, one network call per image."""
+    """A GAN generator (or VAE decoder): z ~ N(0, I) [n, *z_shape] -> image, one network call per image."""
 
     steps = 1
 
-    def __init__(self, module: nn.Module, *, z_dim: int, batch_size: int = 500):
-        self.module, self.z_dim, self.batch_size = module, z_dim, batch_size
+    def __init__(self, module: nn.Module, *, z_shape: tuple[int, ...] | int, batch_size: int = 500):
+        self.z_shape = (z_shape,) if isinstance(z_shape, int) else tuple(z_shape)
+        self.module, self.batch_size = module, batch_size
 
     def latents(self, n: int, seed: int) -> torch.Tensor:
-        return gaussian_latents(n, seed, (self.z_dim,))
+        return gaussian_latents(n, seed, self.z_shape)
 
     def example_input(self, batch: int) -> torch.Tensor:
         return self.latents(batch, 0)
@@ -122,14 +123,15 @@ class DiffusionSampler:
 
 
 def make_sampler(model: nn.Module, *, batch_size: int = 500, steps: int | None = None):
-    """The Sampler face of a loaded model: a DiffusionSampler for diffusion models, else a GeneratorSampler."""
-    from .models.unet import DiffusionModel
+    """The Sampler of a loaded model, from its face: a DiffusionSampler for diffusion models, a GeneratorSampler for generators."""
+    from .errors import KdgenError
+    from .faces import face_of
 
-    if isinstance(model, DiffusionModel):
+    face = face_of(model)
+    if face.kind == "diffusion":
         return DiffusionSampler(model, steps=steps, batch_size=batch_size)
+    if face.kind != "generator":
+        raise KdgenError(f"this model is a {face.kind}, which makes no images from noise; give a generator or diffusion model")
     if steps is not None:
-        from .errors import KdgenError
-
         raise KdgenError("a step count applies to diffusion models; this one makes an image in one call")
-    z_dim = getattr(model, "z_dim", None) or getattr(model, "kdgen_meta", {}).get("args", {}).get("z_dim", 100)
-    return GeneratorSampler(model, z_dim=int(z_dim), batch_size=batch_size)
+    return GeneratorSampler(model, z_shape=face.z_shape, batch_size=batch_size)

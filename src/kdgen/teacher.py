@@ -38,13 +38,17 @@ def load_teacher(path: str | Path) -> nn.Module:
             f"teacher '{folder}' does not exist; set teacher.path to a kdgen model folder (e.g. the "
             "'teacher' folder written by kdgen train-teacher), a diffusers folder, or builtin:gan-mnist5k"
         )
-    model = load_model(folder)
-    family = model.kdgen_meta["family"]
-    from .models.classifier import CLASSIFIER_FAMILIES
+    from .faces import face_of
 
-    if not family.endswith("generator") and family != "diffusion" and family not in CLASSIFIER_FAMILIES:
+    model = load_model(folder)
+    try:
+        kind = face_of(model).kind
+    except KdgenError:
+        kind = None
+    if kind not in ("generator", "diffusion", "classifier"):
+        what = getattr(model, "kdgen_meta", {}).get("family", type(model).__name__)
         raise KdgenError(
-            f"teacher '{folder}' is a '{family}', not an image generator or a classifier; distill takes a generator or "
+            f"teacher '{folder}' is a '{what}', not an image generator or a classifier; distill takes a generator or "
             "classifier folder (e.g. builtin:gan-mnist5k, or the 'teacher' folder kdgen train-teacher writes)"
         )
     return model.requires_grad_(False)

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import KdgenError
+from .faces import face_of
 from .io import resolve_path
 
 IGNORE = -100  # the label of a transfer image: F.cross_entropy's default ignore_index
@@ -35,9 +36,9 @@ def load_transfer_generator(path: str) -> nn.Module:
         raise KdgenError(f"data.transfer '{path}' is a diffusion model, not a GAN generator; set it to a kdgen generator folder "
                          "such as builtin:gan-mnist5k")
     gen = load_model(folder)
-    family = gen.kdgen_meta["family"]
-    if not family.endswith("generator"):
-        raise KdgenError(f"data.transfer '{path}' is a '{family}', not a GAN generator; set it to a kdgen generator folder "
+    kind = face_of(gen).kind
+    if kind != "generator":
+        raise KdgenError(f"data.transfer '{path}' is a {kind}, not a GAN generator; set it to a kdgen generator folder "
                          "such as builtin:gan-mnist5k")
     return gen.eval().requires_grad_(False)
 
@@ -48,7 +49,7 @@ def draw_transfer_pool(gen: nn.Module, count: int, *, image_size: int, channels:
     process's GPU when there is one. A generator whose images do not have the teacher's (channels, image_size) is refused."""
     from .evaluation import generator_shape
 
-    size, ch, z_dim = generator_shape(gen)
+    size, ch, z_shape = generator_shape(gen)
     if (ch, size) != (channels, image_size):
         raise KdgenError(f"data.transfer makes {ch}x{size}x{size} images but the teacher reads {channels}x{image_size}x{image_size}; "
                          "use a generator trained at the teacher's image size and channels")
@@ -58,6 +59,6 @@ def draw_transfer_pool(gen: nn.Module, count: int, *, image_size: int, channels:
     out = []
     quiet = int(os.environ.get("RANK", "0")) != 0
     for start in tqdm(range(0, count, batch), desc="transfer set", unit="batch", leave=False, disable=quiet):
-        z = torch.randn(min(batch, count - start), z_dim, generator=rng).to(device)
+        z = torch.randn(min(batch, count - start), *z_shape, generator=rng).to(device)
         out.append(gen(z).clamp(-1, 1).float().cpu())
     return torch.cat(out)

@@ -238,7 +238,7 @@ def test_transfer_pool_is_seeded_generator_output_and_shapes_must_match():
     assert not torch.allclose(a, draw_transfer_pool(gen, 7, image_size=28, channels=1, seed=4))
     with pytest.raises(KdgenError, match=r"makes 1x28x28 images but the teacher reads 1x8x8"):
         draw_transfer_pool(gen, 2, image_size=8, channels=1, seed=0)
-    with pytest.raises(KdgenError, match=r"is a 'featnet', not a GAN generator"):
+    with pytest.raises(KdgenError, match=r"is a classifier, not a GAN generator"):
         load_transfer_generator("builtin:featnet-mnist5k")
     with pytest.raises(KdgenError, match=r"data.transfer 'nowhere/gen' does not exist"):
         load_transfer_generator("nowhere/gen")

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_recipe_equals_builtin_defaults():
-    assert load_config(ROOT / "configs/gan/mnist5k-demo.yaml").to_dict() == RunConfig().to_dict()
+    assert load_config(ROOT / "configs/gan/mnist5k-demo.yaml").to_dict() == load_config(None).to_dict()
+    assert load_config(None).teacher.path == "builtin:gan-mnist5k" and RunConfig().teacher.path is None  # filled in on load
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)

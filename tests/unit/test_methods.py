@@ -12,8 +12,8 @@ from kdgen.models import build_student
 def _method(tiny_teacher, raw):
     teacher = load_model(tiny_teacher)
     student, _ = build_student(teacher, width=0.5, init="prune")
-    ctx = TermContext(student=student, teacher=teacher, teacher_path=tiny_teacher, z_dim=16)
-    return GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(raw, ctx), z_dim=16)
+    ctx = TermContext(student=student, teacher=teacher, teacher_path=tiny_teacher, z_shape=(16,))
+    return GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(raw, ctx), z_shape=(16,))
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if method_kind(n) == "gan"])  # GAN loss terms
@@ -63,7 +63,7 @@ def test_output_loss_falls_on_a_fixed_batch(tiny_teacher):
 
 def test_feature_adapters_map_student_to_teacher_channels(tiny_teacher):
     method = _method(tiny_teacher, {"feature": {"layers": ["blocks.1", "blocks.2"]}})
-    a = method.terms["feature"].adapters["blocks_1"]
+    a = method.terms["feature"].adapters[0]  # blocks.1
     assert (a.in_channels, a.out_channels) == (8, 16)
 
 
@@ -81,6 +81,6 @@ def test_adversarial_init_from_teacher_discriminator(tiny_teacher):
 
 def test_methods_needing_a_teacher_refuse_none(tiny_teacher):
     teacher = load_model(tiny_teacher)
-    terms = build_terms({"output": {}}, TermContext(student=teacher, teacher=teacher, z_dim=16))
+    terms = build_terms({"output": {}}, TermContext(student=teacher, teacher=teacher, z_shape=(16,)))
     with pytest.raises(KdgenError, match="need a teacher"):
-        GeneratorDistiller(student=teacher, teacher=None, terms=terms, z_dim=16)
+        GeneratorDistiller(student=teacher, teacher=None, terms=terms, z_shape=(16,))

@@ -70,7 +70,7 @@ def test_psnr_by_hand():
 
 def test_macs_by_hand_and_latency_positive():
     conv = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1, bias=False))  # 2*3*9 MACs per pixel
-    sampler = GeneratorSampler(conv, z_dim=2)
+    sampler = GeneratorSampler(conv, z_shape=2)
     sampler.example_input = lambda n: torch.zeros(n, 2, 5, 5)
     assert macs_per_image(sampler) == 2 * 3 * 9 * 25
     assert latency_ms(sampler, batch=2, repeats=2, warmup=1) > 0
@@ -79,7 +79,7 @@ def test_macs_by_hand_and_latency_positive():
 def test_same_seed_same_samples(tiny_teacher):
     from kdgen.io import load_model
 
-    s = GeneratorSampler(load_model(tiny_teacher), z_dim=16)
+    s = GeneratorSampler(load_model(tiny_teacher), z_shape=16)
     assert torch.equal(s.sample(10, seed=3), s.sample(10, seed=3))
     assert not torch.equal(s.sample(10, seed=3), s.sample(10, seed=4))
 

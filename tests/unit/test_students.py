@@ -19,7 +19,7 @@ def test_width_shrinks_params_and_macs_quadratically():
     t = _teacher()
     s, args = build_student(t, width=0.25, init="random")
     assert args["width"] == 0.25 and args["base_width"] == 16
-    ratio = macs_per_image(GeneratorSampler(t, z_dim=16)) / macs_per_image(GeneratorSampler(s, z_dim=16))
+    ratio = macs_per_image(GeneratorSampler(t, z_shape=16)) / macs_per_image(GeneratorSampler(s, z_shape=16))
     assert 10 < ratio < 16  # ~width^-2, less the first layer that scales with width only
     assert count_params(s) < count_params(t) / 4
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import KdgenError
 from ..registry import Registry
-from . import builtin, hub
+from . import builtin, hub, user
 from .folder import ImageFolderDataset
 
 ARRAY_DATASETS: Registry[Callable[..., tuple[torch.Tensor, torch.Tensor]]] = Registry("dataset")
@@ -57,6 +57,11 @@ def fit_images(images: torch.Tensor, image_size: int, channels: int) -> torch.Te
     return images.clamp(-1, 1)
 
 
+def has_test_split(name: str) -> bool:
+    """False for data that is one set (a folder, a Dataset handed in): it is both training data and reference."""
+    return not name.startswith(("folder:", user.PREFIX))
+
+
 def native_shape(name: str) -> tuple[int, int] | None:
     """(image_size, channels) a named dataset comes in, or None for folders."""
     return NATIVE.get(name)
@@ -69,6 +74,11 @@ def load_dataset(
     """A Dataset of dict items for `name` and `split` ('train' | 'test'), at the given size/channels."""
     if split not in ("train", "test"):
         raise KdgenError(f"split must be 'train' or 'test', got '{split}'")
+    if name.startswith(user.PREFIX):  # a Dataset handed in from Python: one set, no held-out split
+        ds = user.live_dataset(name)
+        if image_size is not None and channels is not None:
+            ds.check_shape(channels, image_size)
+        return ds
     if name.startswith("folder:"):
         if image_size is None or channels is None:
             raise KdgenError("a folder dataset needs data.image_size and data.channels (or a teacher to take them from)")

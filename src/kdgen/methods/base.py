@@ -71,7 +71,7 @@ class TermContext:
     teacher_path: Any = None
     image_size: int = 28
     channels: int = 1
-    z_dim: int = 100
+    z_shape: tuple[int, ...] = (100,)
 
 
 class LossTerm(nn.Module):

@@ -21,7 +21,7 @@ from .base import DistillationMethod, GenBatch, LossTerm, StepOutput
 
 
 class GeneratorDistiller(DistillationMethod):
-    def __init__(self, *, student: nn.Module, teacher: nn.Module | None, terms: dict[str, LossTerm], z_dim: int):
+    def __init__(self, *, student: nn.Module, teacher: nn.Module | None, terms: dict[str, LossTerm], z_shape: tuple[int, ...]):
         super().__init__()
         if not terms:
             raise KdgenError("no methods given; name at least one in 'methods' (see `kdgen methods`)")
@@ -31,12 +31,12 @@ class GeneratorDistiller(DistillationMethod):
         self.student = student
         self.teacher = Frozen(teacher) if teacher is not None else None
         self.terms = nn.ModuleDict(terms)
-        self.z_dim = z_dim
+        self.z_shape = tuple(z_shape)
         self.phases = tuple(p for p in ("discriminator", "student") if any(p in t.phases for t in terms.values()))
         self._student_layers = sorted({n for t in terms.values() for n in t.student_layers})
         self._teacher_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
         self._uses_teacher = any(t.needs_teacher for t in terms.values())
-        self._preview_z = torch.randn(16, z_dim, generator=torch.Generator().manual_seed(1234))
+        self._preview_z = torch.randn(16, *self.z_shape, generator=torch.Generator().manual_seed(1234))
 
     def trainable(self, phase: str) -> Iterable[nn.Parameter]:
         params = [p for t in self.terms.values() for p in t.trainable(phase)]
@@ -46,7 +46,7 @@ class GeneratorDistiller(DistillationMethod):
 
     def forward(self, batch: dict, phase: str) -> StepOutput:
         real = batch["image"]
-        z = torch.randn(real.shape[0], self.z_dim, device=real.device)
+        z = torch.randn(real.shape[0], *self.z_shape, device=real.device)
         if phase == "discriminator":
             return self._discriminator_step(real, z)
         b = GenBatch(z=z, real=real)
@@ -83,7 +83,7 @@ class GeneratorDistiller(DistillationMethod):
         return StepOutput(loss, logs)
 
     def student_sampler(self, module: nn.Module | None = None) -> GeneratorSampler:
-        return GeneratorSampler(module or self.student, z_dim=self.z_dim)
+        return GeneratorSampler(module or self.student, z_shape=self.z_shape)
 
     def preview(self, n: int = 16, module: nn.Module | None = None) -> torch.Tensor:
         m = module or self.student

@@ -38,6 +38,8 @@ def _check_shape(channels: int, image_size: int, num_classes: int, name: str, wi
 class MLPClassifier(nn.Module):
     """Flattened pixels -> len(hidden) fully connected ReLU layers (with dropout) -> logits."""
 
+    face_kind = "classifier"
+
     def __init__(self, *, channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  hidden: list[int] | tuple[int, ...] = (800, 800), dropout: float = 0.0):
         super().__init__()
@@ -58,6 +60,8 @@ class MLPClassifier(nn.Module):
 @MODEL_FAMILIES.register("cnn")
 class CNNClassifier(nn.Module):
     """A small CNN: one conv block per entry of `widths` (each halves the image), global average pool, linear head."""
+
+    face_kind = "classifier"
 
     def __init__(self, *, channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  widths: list[int] | tuple[int, ...] = (32, 64), dropout: float = 0.0):
@@ -83,6 +87,8 @@ RESNETS = ("resnet18", "resnet34", "resnet50")
 class ResNetClassifier(nn.Module):
     """A torchvision ResNet for small images: 3x3 stride-1 stem, no max-pool, `channels` inputs."""
 
+    face_kind = "classifier"
+
     def __init__(self, *, arch: str = "resnet18", channels: int = 3, image_size: int = 32, num_classes: int = 10):
         super().__init__()
         import torchvision
@@ -104,5 +110,7 @@ class ResNetClassifier(nn.Module):
 
 
 def is_classifier(model: nn.Module) -> bool:
-    """True for a kdgen model folder of a classifier family."""
-    return getattr(model, "kdgen_meta", {}).get("family") in CLASSIFIER_FAMILIES
+    """True for a model whose face is a classifier (kdgen's families, torchvision/timm, or a user's stated one)."""
+    from ..faces import face_of
+
+    return face_of(model).kind == "classifier"

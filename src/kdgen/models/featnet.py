@@ -18,6 +18,8 @@ from ..io import MODEL_FAMILIES
 class FeatureNet(nn.Module):
     """Small CNN classifier; its pre-ReLU penultimate layer is the evaluation feature space."""
 
+    face_kind = "classifier"
+
     def __init__(self, *, channels: int = 1, num_classes: int = 10, width: int = 32, num_features: int = 128):
         super().__init__()
         for name, v in {"channels": channels, "num_classes": num_classes, "width": width, "num_features": num_features}.items():

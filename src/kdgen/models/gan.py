@@ -40,6 +40,8 @@ def stage_channels(base_width: int, width: float, n_up: int) -> list[int]:
 class DCGANGenerator(nn.Module):
     """DCGAN generator: z -> transposed-conv stages -> 3x3 conv -> tanh."""
 
+    face_kind = "generator"
+
     def __init__(self, *, z_dim: int = 100, image_size: int = 28, channels: int = 1, base_width: int = 64, width: float = 1.0):
         super().__init__()
         check_positive(z_dim=z_dim, channels=channels, base_width=base_width, width=width)

@@ -18,6 +18,7 @@ Class-conditional UNets (`num_class_embeds`): kdgen trains them with one extra "
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import KdgenError
+
+log = logging.getLogger("kdgen")
 
 KDGEN_JSON = "kdgen.json"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -37,6 +40,9 @@ DISCRETE_SCHEDULERS = {
     "UniPCMultistepScheduler", "DEISMultistepScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
 }
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# what a UNet saved without its scheduler gets: Ho et al. (2020), and diffusers' DDPMScheduler defaults
+DEFAULT_DDPM_SCHEDULE = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "linear",
+                         "beta_start": 0.0001, "beta_end": 0.02, "prediction_type": "epsilon", "clip_sample": True}
 SAMPLERS = ("DDIMScheduler", "LCMScheduler")
 
 
@@ -73,6 +79,8 @@ def sampling_scheduler(config: dict[str, Any], kind: str = "DDIMScheduler", **ov
 
 class DiffusionModel(nn.Module):
     """UNet + noise schedule + how to sample it (scheduler kind, steps, guidance). forward = one network call."""
+
+    face_kind = "diffusion"
 
     def __init__(self, unet: nn.Module, scheduler_config: dict[str, Any], *, steps: int = 64, sampler: str = "DDIMScheduler",
                  guidance_scale: float = 1.0, num_classes: int | None = None, extra: dict[str, Any] | None = None):
@@ -257,12 +265,15 @@ def load_diffusion(path: str | Path) -> DiffusionModel:
             f"'{folder}' is not a diffusers model folder (no config.json of a UNet2DModel, nor model_index.json with unet/); "
             "give the folder UNet2DModel.save_pretrained or DDPMPipeline.save_pretrained wrote"
         )
-    if not sched_file.is_file():
-        raise KdgenError(f"'{folder}' has a UNet but no scheduler config ({sched_file.name}); save the scheduler beside it with scheduler.save_pretrained")
     unet_cfg = _read_json(unet_dir / "config.json", "UNet config")
     if unet_cfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise KdgenError(f"'{folder}' holds a {unet_cfg.get('_class_name')}; kdgen distils diffusers UNet2DModel image models")
-    sched = check_scheduler_config(_read_json(sched_file, "scheduler config"), f"'{folder}'")
+    if sched_file.is_file():
+        sched = check_scheduler_config(_read_json(sched_file, "scheduler config"), f"'{folder}'")
+    else:  # a UNet saved alone: the DDPM paper's schedule, which is also diffusers' DDPMScheduler default
+        log.warning("'%s' has a UNet but no scheduler config (%s); assuming the default DDPM schedule (1000 linear betas "
+                    "1e-4..0.02, epsilon prediction) - save the scheduler beside it if it was trained otherwise", folder, sched_file.name)
+        sched = dict(DEFAULT_DDPM_SCHEDULE)
     weights = [p for p in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin") if (unet_dir / p).is_file()]
     if not weights:
         raise KdgenError(f"'{unet_dir}' has a UNet config but no weights (diffusion_pytorch_model.safetensors); copy the weights beside it")

@@ -1,0 +1,317 @@
+"""`kdgen distill`: one pipeline for every teacher, read top to bottom.
+
+    1. the teacher, frozen, with its face           (a folder, builtin:NAME, a class path, or a module)
+    2. the data, at the teacher's image shape       (a dataset name, folder:PATH, or a torch Dataset)
+    3. the plan of the teacher's kind               (the student, the method, how it is saved)
+    4. train -> save -> measure -> report           (the same tail for every kind)
+
+A plan is what differs between kinds: generators are distilled by weighted loss terms in one run,
+classifiers by classifier terms, diffusion models in rounds (structural, then fewer steps), each
+round's student the next round's teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .errors import KdgenError
+from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pair, run_dataset
+from .faces import Face, face_of, set_face
+from .io import build_model, load_model
+from .metrics import load_feature_extractor
+from .models.resolve import (check_saveable, class_student, derived_student, given_student, resolve_teacher, save_any,
+                             teacher_record)
+from .report import save_grid
+from .report.page import build_report
+from .report.tb import log_final_metrics
+from .runs import Result, make_trainer, prepare_out, task_config, train, train_record, write_metrics
+from .utils import device_of
+
+log = logging.getLogger("kdgen")
+
+
+@dataclass
+class Plan:
+    """One training run: the method (student inside), its data, how the student is saved and measured."""
+
+    method: nn.Module
+    dataset: torch.utils.data.Dataset
+    measure: Callable[..., dict]
+    save: Callable[[nn.Module, Path], Any]
+    record: Callable[[], dict] | None = None
+
+
+def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: Any = None, student: Any = None,
+            data: Any = None, resume: bool = False) -> Result:
+    """Distil a teacher into a smaller student, then measure both. Returns the run's Result.
+
+    `recipe`: a YAML path, a dict or a RunConfig (None: the demo recipe); `overrides`: "section.key=value" strings.
+    `teacher` / `student`: an nn.Module (or kdgen.Generator / kdgen.Classifier), a model folder or builtin:NAME;
+    None: as the recipe says (the student then derived from the teacher). `data`: a torch Dataset or a dataset name.
+    """
+    cfg = task_config(recipe, overrides, "distill")
+    # 1. the teacher, frozen, with its face
+    t = resolve_teacher(cfg.teacher, teacher)
+    face = face_of(t)
+    from .methods import check_method_mix
+
+    check_method_mix(cfg.methods, diffusion_teacher=face.kind == "diffusion", classifier_teacher=face.kind == "classifier")
+    if face.kind not in PLANS:
+        raise KdgenError(f"kdgen cannot distil a {face.kind} teacher yet; it distils generators, diffusion models and classifiers")
+    # 2. the data: a Dataset handed in becomes python:NAME for this process
+    if data is not None:
+        cfg.data.name = use_data(data)
+    _refuse_keys_of_other_kinds(cfg, face.kind)
+    if teacher is not None:  # the run's config.yaml must name a teacher a fresh process can load
+        cfg.teacher.path, cfg.teacher.class_ = teacher_record(t, Path(cfg.out)), None
+        cfg.teacher.args, cfg.teacher.weights, cfg.teacher.face, cfg.teacher.z_shape = {}, None, None, None
+    # 3. the plan of this kind, and 4. the one tail
+    if face.kind == "diffusion":
+        if student is not None or cfg.student.class_ is not None:
+            raise KdgenError("a given diffusion student is not supported yet; kdgen derives it from the teacher (student.width, "
+                             "student.layers_per_block, student.attention)")
+        return _distill_diffusion(cfg, t, resume)
+    plan = PLANS[face.kind](cfg, t, face, student)
+    if cfg.eval.enabled and face.makes_images:
+        load_feature_extractor(cfg.eval.features, channels=face.channels)  # a bad eval.features fails now, not after training
+    return train_save_measure(plan, cfg, resume, t)
+
+
+def use_data(data: Any) -> str:
+    """The dataset name a run records: a name as it is, a torch Dataset registered for this process as python:NAME."""
+    from .data.user import UserDataset
+
+    if isinstance(data, (str, Path)):
+        return str(data)
+    return UserDataset(data).name
+
+
+def _refuse_keys_of_other_kinds(cfg: RunConfig, kind: str) -> None:
+    s = cfg.student
+    if kind != "classifier" and cfg.data.transfer is not None:
+        raise KdgenError("data.transfer grows the transfer set of a classifier distillation; this teacher makes images - remove data.transfer")
+    if kind != "classifier" and s.family is not None:
+        raise KdgenError("student.family names a kdgen classifier family; for a generator give student.class or student.width")
+    if kind != "diffusion" and (s.layers_per_block is not None or not s.attention or cfg.teacher.steps is not None):
+        raise KdgenError("student.layers_per_block, student.attention and teacher.steps apply to diffusion teachers; remove them")
+    if kind == "diffusion" and s.args:
+        raise KdgenError("student.args apply to a student of a class or family; a diffusion student is sized by student.width, "
+                         "student.layers_per_block and student.attention")
+
+
+def train_save_measure(plan: Plan, cfg: RunConfig, resume: bool, teacher: nn.Module) -> Result:
+    """Train, save the (EMA) student as RUN/student, measure teacher and student, write metrics.json and the report."""
+    out, trained = train(plan.method, plan.dataset, cfg, resume)
+    if not trained.is_main:
+        return Result(out)
+    plan.save(trained.student, out / "student")
+    metrics = {"train": {**train_record(trained), **(plan.record() if plan.record else {})}}
+    if cfg.eval.enabled:
+        metrics.update(plan.measure(cfg, teacher=teacher, student=trained.student, out=out))
+        log_final_metrics(out / "tb", cfg.to_dict(), metrics, trained.step)
+    write_metrics(out, metrics)
+    build_report(out)
+    return Result(out, metrics, trained.student, trained.seconds)
+
+
+def pick_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> nn.Module:
+    """Given (argument or student.class), or derived from the teacher; checked to be saveable before any training."""
+    s = cfg.student
+    if given is not None and s.class_ is not None:
+        raise KdgenError("a student was handed in and the recipe names student.class; keep one")
+    if given is not None:
+        student = given_student(given, face)
+    elif s.class_ is not None:
+        student = class_student(s, face)
+    else:
+        student = derived_student(teacher, face, width=s.width, init=s.init, seed=cfg.train.seed)
+    check_saveable(student, "student")
+    return student
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def plan_generator(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> Plan:
+    """A student generator trained by a weighted sum of loss terms (output, feature, perceptual, adversarial)."""
+    from .methods import GeneratorDistiller, TermContext, build_terms
+
+    if cfg.student.args and cfg.student.class_ is None:
+        raise KdgenError("student.args are the arguments of student.class; add student.class or remove student.args")
+    dataset = run_dataset(cfg, image_size=face.image_size, channels=face.channels)
+    student = pick_student(cfg, teacher, face, given)
+    ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=face.image_size,
+                      channels=face.channels, z_shape=face.z_shape)
+    method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.z_shape)
+    return Plan(method, dataset, evaluate_pair, lambda m, folder: save_any(m, folder))
+
+
+# --------------------------------------------------------------------------- classifiers
+
+
+def plan_classifier(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> Plan:
+    """Classic knowledge distillation: a student classifier trained on the weighted sum of classifier terms."""
+    from .methods import ClassifierContext, ClassifierDistiller, build_classifier_terms
+    from .transfer import draw_transfer_pool, load_transfer_generator
+
+    # 1. data at the teacher's shape (a classifier that states none takes the data's), the student, the terms
+    if face.image_shape is None:
+        face = _classifier_face_from_data(cfg, teacher, face)
+    size, ch = face.image_size, face.channels
+    if cfg.eval.enabled and cfg.data.name.startswith("folder:"):
+        raise KdgenError("a classifier is measured on labelled test data and a folder has none; set eval.enabled=false to distil on a folder")
+    dataset = run_dataset(cfg, image_size=size, channels=ch)
+    student = classifier_student(cfg, teacher, face, given)
+    ctx = ClassifierContext(student=student, teacher=teacher, example=dataset_images(dataset, 2), has_labels=dataset.labels is not None,
+                            transfer=cfg.data.transfer is not None)
+    terms, weights = build_classifier_terms(cfg.methods, ctx)
+    d = cfg.data
+    pool = None if d.transfer is None else draw_transfer_pool(load_transfer_generator(d.transfer), d.transfer_images or 20000,
+                                                              image_size=size, channels=ch, seed=cfg.train.seed)
+    method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=dataset_images(dataset, 2),
+                                 shift=d.shift, transfer=pool, transfer_batch=d.transfer_batch or d.batch_size)
+
+    def save(m: nn.Module, folder: Path) -> None:  # the student, and 64 pool images (RUN/samples/transfer.png) or none
+        save_any(m, folder, extra={"trained_on": d.name, "image_size": size})
+        png = folder.parent / "samples" / "transfer.png"
+        if pool is not None:
+            save_grid(pool[:64], png)
+        else:
+            png.unlink(missing_ok=True)  # an earlier run's picture in this folder would misdescribe this one
+
+    record = None if pool is None else lambda: {"transfer": {"generator": d.transfer, "pool": len(pool), "per_batch": method.transfer_batch,
+                                                             "images_seen": int(method.transfer_seen)}}
+    return Plan(method, dataset, evaluate_classifier_pair, save, record)
+
+
+def dataset_images(dataset, n: int) -> torch.Tensor:
+    images = getattr(dataset, "images", None)
+    return images[:n] if images is not None else torch.stack([dataset[i]["image"] for i in range(n)])
+
+
+def _classifier_face_from_data(cfg: RunConfig, teacher: nn.Module, face: Face) -> Face:
+    from .data import native_shape
+    from .data.user import PREFIX, live_dataset
+    from .faces import probe_classifier
+
+    if cfg.data.name.startswith(PREFIX):
+        shape = live_dataset(cfg.data.name).image_shape
+    else:
+        size, ch = cfg.data.image_size, cfg.data.channels
+        native = native_shape(cfg.data.name)
+        if native is not None:
+            size, ch = size or native[0], ch or native[1]
+        if not size or not ch:
+            raise KdgenError("this classifier states no input shape and the data gives none; set data.image_size and data.channels")
+        shape = (ch, size, size)
+    k = probe_classifier(teacher, shape)
+    face = Face("classifier", image_shape=tuple(shape), num_classes=face.num_classes or k)
+    set_face(teacher, face)
+    return face
+
+
+def classifier_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> nn.Module:
+    """The student classifier: given, student.class, a kdgen family (student.family, default the teacher's when it has one)
+    with student.args over the teacher's args, or the teacher pruned to student.width."""
+    from .models.classifier import CLASSIFIER_FAMILIES
+
+    s = cfg.student
+    meta = getattr(teacher, "kdgen_meta", None) or {}
+    t_family = meta.get("family") if meta.get("family") in CLASSIFIER_FAMILIES else None
+    if given is not None or s.class_ is not None or (s.family is None and t_family is None):
+        if s.args and s.class_ is None:
+            raise KdgenError("student.args set the arguments of a student family or class; add student.family or student.class")
+        return pick_student(cfg, teacher, face, given)
+    family = s.family or t_family
+    if family not in CLASSIFIER_FAMILIES:
+        raise KdgenError(f"student.family '{family}' is not a classifier family; use one of {', '.join(CLASSIFIER_FAMILIES)}")
+    t_args = dict(meta.get("args", {})) if t_family else {}
+    base = t_args if family == t_family else {"channels": face.channels, "image_size": face.image_size, "num_classes": face.num_classes}
+    if family != "featnet" and "image_size" not in base:
+        base["image_size"] = classifier_shape(teacher, cfg.data.name)[0]
+    if family == "featnet":
+        base.pop("image_size", None)
+    args = {k: v for k, v in {**base, **s.args}.items() if v is not None}
+    want = face.num_classes or t_args.get("num_classes", 10)
+    if args.get("num_classes", 10) != want:
+        raise KdgenError(f"student.args.num_classes={args.get('num_classes')} but the teacher has {want} classes; remove student.args.num_classes")
+    torch.manual_seed(cfg.train.seed)
+    student = build_model(family, args)
+    object.__setattr__(student, "kdgen_family", (family, args))
+    set_face(student, face)
+    return student
+
+
+# --------------------------------------------------------------------------- diffusion
+
+
+def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Result:
+    """Rounds of diffusion distillation: [structural] then the step method's rounds, each student the next round's
+    teacher, each saved in RUN/rounds/NAME/student (a diffusers folder); the last one is RUN/student."""
+    from .methods import METHODS, parse_methods
+    from .models.unet import build_diffusion_student, save_diffusion
+
+    opts = parse_methods(cfg.methods)
+    order = sorted(opts, key=lambda n: n != "structural")  # structural first: a smaller UNet, then fewer steps
+    if not order:
+        raise KdgenError("no methods given; name one of progressive, consistency, onestep, structural (see `kdgen methods`)")
+    plan = [(name, rnd) for name in order for rnd in METHODS.get(name).plan(opts[name], teacher)]
+    if cfg.eval.enabled:
+        load_feature_extractor(cfg.eval.features, channels=teacher.channels)  # a bad eval.features fails now, not after training
+    dataset = run_dataset(cfg, image_size=teacher.image_size, channels=teacher.channels)
+    s = cfg.student
+    student, init_counts = build_diffusion_student(teacher, width=s.width, layers_per_block=s.layers_per_block, attention=s.attention,
+                                                   init=s.init, seed=cfg.train.seed)
+    if s.width < 1 and "structural" not in opts:
+        log.warning("student.width=%s: the UNet is narrower than the teacher but no 'structural' loss trains its features; "
+                    "set student.width=1.0 for a same-size student, or add methods.structural", s.width)
+    out = prepare_out(cfg, resume)
+    is_main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch: only rank 0 writes
+    round_teacher, rounds, seconds = teacher, [], 0.0
+    for name, rnd in plan:
+        folder = out / "rounds" / rnd.name
+        done = folder / "student" / "kdgen.json"
+        if resume and done.is_file():  # a finished round: its student is the next round's teacher
+            trained_student = load_model(folder / "student").to(device_of(round_teacher))
+            rounds.append({"round": rnd.name, "method": name, "steps": rnd.student_steps, "skipped": "finished earlier"})
+        else:
+            method = METHODS.get(name)(opts[name], student=student, teacher=round_teacher, round=rnd)
+            data = method.prepare_data(dataset, folder)
+            trained = make_trainer(method, data, cfg, folder).fit(resume=resume and (folder / "state" / "last.pt").is_file())
+            trained_student = trained.student  # every process goes on to the next round with it
+            if is_main:
+                save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps})
+            _barrier()
+            seconds += trained.seconds
+            rounds.append({"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps, "steps": rnd.student_steps,
+                           "seconds": round(trained.seconds, 1), "train_steps": trained.step})
+        round_teacher = trained_student
+        student = copy.deepcopy(trained_student).train().requires_grad_(True)
+    if not is_main:
+        return Result(out)
+    final = load_model(out / "rounds" / plan[-1][1].name / "student").to(device_of(teacher))
+    save_diffusion(final, out / "student", extra={"methods": order, "rounds": len(plan)})
+    metrics = {"train": {"seconds": round(seconds, 1), "steps": cfg.train.steps, "rounds": rounds, "student_init": init_counts}}
+    if cfg.eval.enabled:
+        metrics.update(evaluate_pair(cfg, teacher=teacher, student=final, out=out))
+        log_final_metrics(out / "tb", cfg.to_dict(), metrics, cfg.train.steps)
+    write_metrics(out, metrics)
+    build_report(out)
+    return Result(out, metrics, final, seconds)
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+PLANS: dict[str, Callable[..., Plan] | None] = {"generator": plan_generator, "classifier": plan_classifier, "diffusion": None}
