@@ -36,7 +36,10 @@ def load_transfer_generator(path: str) -> nn.Module:
         raise KdgenError(f"data.transfer '{path}' is a diffusion model, not a GAN generator; set it to a kdgen generator folder "
                          "such as builtin:gan-mnist5k")
     gen = load_model(folder)
-    kind = face_of(gen).kind
+    try:
+        kind = face_of(gen).kind
+    except KdgenError:  # a part with no face (a GAN's discriminator)
+        kind = f"'{gen.kdgen_meta['family']}'"
     if kind != "generator":
         raise KdgenError(f"data.transfer '{path}' is a {kind}, not a GAN generator; set it to a kdgen generator folder "
                          "such as builtin:gan-mnist5k")

@@ -133,7 +133,7 @@ def test_distill_with_a_generated_transfer_set_on_mnist5k(tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("cmd, extra, pattern", [
     ("distill", ["data.transfer=builtin:gan-mnist5k"], r"makes 1x28x28 images but the teacher reads 1x8x8"),
-    ("distill", ["data.transfer=builtin:featnet-mnist5k"], r"is a 'featnet', not a GAN generator"),
+    ("distill", ["data.transfer=builtin:featnet-mnist5k"], r"is a classifier, not a GAN generator"),
     ("distill", ["data.transfer=/no/such/gen"], r"data.transfer '/no/such/gen' does not exist"),
     ("distill", ["data.transfer=builtin:gan-mnist5k/discriminator"], r"is a 'dcgan-discriminator', not a GAN generator"),
     ("distill", ["data.transfer=builtin:ddpm-mnist5k"], r"is a diffusion model, not a GAN generator"),
