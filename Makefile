@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/kdgen demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

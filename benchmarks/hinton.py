@@ -24,10 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 
 import torch
 import yaml

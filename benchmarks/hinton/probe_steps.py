@@ -21,10 +21,9 @@ import argparse
 import json
 import re
 import statistics
-from pathlib import Path
-
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import RESULTS, header  # noqa: E402

@@ -18,10 +18,10 @@ from torch import nn
 from .config import RunConfig, load_config
 from .data import has_test_split, load_dataset, native_shape, stack_images
 from .errors import KdgenError
+from .faces import face_of
 from .io import atomic_write_bytes, load_model, resolve_path
 from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
 from .metrics.classify import classification_scores, predict
-from .faces import face_of
 from .report import save_grid, save_side_by_side
 from .sampling import GeneratorSampler, make_sampler
 

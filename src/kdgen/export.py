@@ -392,11 +392,9 @@ def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, se
             s = classification_scores(pred, test.labels, face_of(graph.model).num_classes)
             out[name] = {k: s[k] for k in ("accuracy", "macro_f1", "errors") if k in s}
         return out
-    from .evaluation import reference_images
+    from .evaluation import generator_shape, reference_images
     from .metrics import QualityMetric, evaluate_quality, load_feature_extractor
     from .sampling import make_sampler
-
-    from .evaluation import generator_shape
 
     e = cfg.eval
     size, ch, _ = generator_shape(graph.model)

@@ -28,8 +28,7 @@ from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pai
 from .faces import Face, face_of, set_face
 from .io import build_model, load_model
 from .metrics import load_feature_extractor
-from .models.resolve import (check_saveable, class_student, derived_student, given_student, resolve_teacher, save_any,
-                             teacher_record)
+from .models.resolve import check_saveable, class_student, derived_student, given_student, resolve_teacher, save_any, teacher_record
 from .report import save_grid
 from .report.page import build_report
 from .report.tb import log_final_metrics
@@ -71,16 +70,21 @@ def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: 
     if data is not None:
         cfg.data.name = use_data(data)
     _refuse_keys_of_other_kinds(cfg, face.kind)
-    if teacher is not None:  # the run's config.yaml must name a teacher a fresh process can load
-        cfg.teacher.path, cfg.teacher.class_ = teacher_record(t, Path(cfg.out)), None
+    if teacher is not None:  # the recipe's teacher section gives way to the one handed in (its own folder, if it has one)
+        own = getattr(t, "kdgen_path", None)
+        cfg.teacher.path, cfg.teacher.class_ = (str(own) if own is not None else None), None
         cfg.teacher.args, cfg.teacher.weights, cfg.teacher.face, cfg.teacher.z_shape = {}, None, None, None
     # 3. the plan of this kind, and 4. the one tail
     if face.kind == "diffusion":
         if student is not None or cfg.student.class_ is not None:
             raise KdgenError("a given diffusion student is not supported yet; kdgen derives it from the teacher (student.width, "
                              "student.layers_per_block, student.attention)")
+        if teacher is not None:
+            cfg.teacher.path = teacher_record(t, Path(cfg.out))
         return _distill_diffusion(cfg, t, resume)
     plan = PLANS[face.kind](cfg, t, face, student)
+    if teacher is not None:  # everything is built: the run's config.yaml must name a teacher a fresh process can load
+        cfg.teacher.path = teacher_record(t, Path(cfg.out))
     if cfg.eval.enabled and face.makes_images:
         load_feature_extractor(cfg.eval.features, channels=face.channels)  # a bad eval.features fails now, not after training
     return train_save_measure(plan, cfg, resume, t)

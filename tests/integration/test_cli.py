@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import tiny_overrides
+
 from kdgen.cli import main
 from kdgen.io import load_model
 

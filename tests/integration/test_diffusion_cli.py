@@ -4,11 +4,9 @@ runs on it, the student loads in plain diffusers, evaluate --steps measures any 
 import json
 
 import pytest
-import torch
+from test_cli import run_cli
 
 from kdgen.io import load_model
-
-from test_cli import run_cli
 
 TINY_UNET = ("model.args.unet={block_out_channels: [8, 16], layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D], "
              "up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4, attention_head_dim: 4}")

@@ -8,11 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tiny_overrides
 from PIL import Image
-
 from test_cli import run_cli
 from test_diffusion_cli import FAST, SMALL_EVAL, TINY_UNET
-from conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import tiny_overrides
 from PIL import Image, ImageStat
 
 import kdgen
-from conftest import tiny_overrides
 from kdgen.report.page import build_report
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -3,9 +3,9 @@
 import json
 import sys
 
-from kdgen.io import load_model
-
 from test_cli import run_cli
+
+from kdgen.io import load_model
 
 
 def test_train_teacher_then_distill_from_it(tmp_path, monkeypatch, capsys):
@@ -55,9 +55,8 @@ def test_two_process_torchrun_distill(tiny_teacher, tmp_path):
 def test_distill_on_a_folder_of_images(tiny_teacher, tmp_path, monkeypatch, capsys):
     """folder:PATH data is resized to the teacher's 28x28 grey images; FID then uses the whole folder."""
     import numpy as np
-    from PIL import Image
-
     from conftest import tiny_overrides
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     (tmp_path / "imgs" / "sub").mkdir(parents=True)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from diffusion_fixtures import SCHED, tiny_diffusion
 
 from kdgen.diffusion import Schedule
 from kdgen.errors import KdgenError
@@ -12,8 +13,6 @@ from kdgen.io import load_model
 from kdgen.metrics.cost import macs_per_image
 from kdgen.models.unet import DiffusionModel, build_diffusion_student, init_from_teacher, load_diffusion, save_diffusion
 from kdgen.sampling import DiffusionSampler, make_sampler
-
-from diffusion_fixtures import SCHED, tiny_diffusion
 
 
 def test_schedule_ddim_step_equals_diffusers_ddim():
@@ -179,7 +178,6 @@ def test_a_teacher_saved_with_leading_spacing_is_sampled_on_the_trailing_grid(tm
 
 def test_unsupported_conditioning_and_thresholding_are_sentences():
     from diffusers import UNet2DModel
-
     from diffusion_fixtures import tiny_unet_args
 
     unet = UNet2DModel(**{**tiny_unet_args(), "class_embed_type": "timestep"})

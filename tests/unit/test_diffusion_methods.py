@@ -5,14 +5,13 @@ import copy
 
 import pytest
 import torch
+from diffusion_fixtures import tiny_diffusion
 
 from kdgen.errors import KdgenError
 from kdgen.methods import METHODS, parse_methods
 from kdgen.methods.diffusion_base import Round
 from kdgen.models.unet import build_diffusion_student
 from kdgen.sampling import DiffusionSampler
-
-from diffusion_fixtures import tiny_diffusion
 
 
 def batch(n=16, seed=0):

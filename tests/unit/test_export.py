@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from diffusion_fixtures import tiny_diffusion
+
 from kdgen.errors import KdgenError
 from kdgen.export import PARITY_BATCHES, export
 from kdgen.io import build_model, save_model

@@ -8,10 +8,10 @@ import re
 import shutil
 
 import pytest
+from conftest import tiny_overrides
 from PIL import Image
 
 import kdgen
-from conftest import tiny_overrides
 from kdgen.errors import KdgenError
 from kdgen.report.compare import compare_runs
 from kdgen.report.page import build_report

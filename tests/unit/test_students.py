@@ -1,7 +1,7 @@
 import torch
 
-from kdgen.metrics import count_params, macs_per_image
 from kdgen.io import build_model
+from kdgen.metrics import count_params, macs_per_image
 from kdgen.models import build_student, prune_init
 from kdgen.sampling import GeneratorSampler
 

@@ -89,6 +89,13 @@ class UserDataset(torch.utils.data.Dataset):
             item["label"] = torch.tensor(label)
         return item
 
+    @property
+    def images(self) -> torch.Tensor:
+        """Every image as one tensor (what measuring a classifier on this set reads); built once."""
+        if getattr(self, "_images", None) is None:
+            self._images = torch.stack([self[i]["image"] for i in range(len(self))])
+        return self._images
+
     def check_shape(self, channels: int, image_size: int) -> None:
         want = (channels, image_size, image_size)
         if self.image_shape != want:

@@ -27,10 +27,9 @@ from typing import Any
 
 from ..config import from_dict
 from ..errors import KdgenError
-from . import adversarial, consistency, feature, onestep, output, perceptual, progressive, structural  # noqa: F401  (registration)
-from . import attention, dkd, fitnet, hinton  # noqa: F401  (registration: classifier methods)
-from .classifier_base import ClassifierContext, ClassifierDistiller, ClassifierTerm, refuse_true_class_terms
+from . import adversarial, attention, consistency, dkd, feature, fitnet, hinton, onestep, output, perceptual, progressive, structural  # noqa: F401  (registration)  # noqa: F401  (registration: classifier methods)
 from .base import DistillationMethod, GenBatch, LossTerm, StepOutput, TermContext
+from .classifier_base import ClassifierContext, ClassifierDistiller, ClassifierTerm, refuse_true_class_terms
 from .generator import GeneratorDistiller
 from .registry import METHODS
 

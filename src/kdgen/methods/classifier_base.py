@@ -20,9 +20,9 @@ from torch import nn
 from ..errors import KdgenError
 from ..taps import FeatureTaps
 from ..teacher import Frozen
+from ..transfer import IGNORE
 from .base import DistillationMethod, StepOutput
 from .supervised import random_shift
-from ..transfer import IGNORE
 
 
 @dataclass

@@ -1,6 +1,6 @@
-from .cost import count_params, latency_ms, macs_per_image, measure_cost
 """Measurements: quality in a feature space (FID, KID, precision/recall/density/coverage, fidelity) and cost."""
 
+from .cost import count_params, latency_ms, macs_per_image, measure_cost
 from .prdc import prdc
 from .quality import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, load_feature_net, psnr
 

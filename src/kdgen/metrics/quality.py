@@ -15,13 +15,13 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..errors import KdgenError
-
-# torchmetrics warns on every KID that it keeps the features in memory: expected at our sizes
-warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance` will save all extracted features")
 from ..io import file_sha256, load_model, load_state_dict_file, resolve_path
 from ..models.featnet import FeatureExtractor
 from ..sampling import Sampler
 from .prdc import prdc
+
+# torchmetrics warns on every KID that it keeps the features in memory: expected at our sizes
+warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance` will save all extracted features")
 
 
 def load_feature_net(path: str | Path, *, channels: int, key: str = "eval.features"):
