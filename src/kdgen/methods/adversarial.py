@@ -29,12 +29,18 @@ class AdversarialTerm(LossTerm):
         weight: float = field(default=0.01, metadata=_check(ge=0))
         init: Literal["auto", "teacher", "random"] = "auto"  # auto: the teacher's discriminator when one ships
         width: float = field(default=1.0, metadata=_check(gt=0))  # of a randomly initialised discriminator
+        discriminator: str | None = None  # a discriminator folder of your own (kdgen model folder); None: as init says
 
     def __init__(self, options: "AdversarialTerm.Options", ctx: TermContext, *, discriminator: torch.nn.Module | None = None):
         super().__init__()
         self.options = options
         if discriminator is not None:  # given by the caller (train-teacher builds its own)
             self.discriminator = discriminator
+            return
+        if options.discriminator is not None:  # the user's own (e.g. the one their GAN teacher was trained with)
+            if options.init == "random":
+                raise KdgenError("methods.adversarial.discriminator names a trained discriminator and init=random asks for a fresh one; keep one")
+            self.discriminator = load_model(options.discriminator).train().requires_grad_(True)
             return
         shipped = teacher_discriminator_path(ctx.teacher_path) if ctx.teacher_path is not None else None
         if options.init == "teacher" and shipped is None:
