@@ -102,3 +102,32 @@ def test_structural_then_progressive_compose_in_one_recipe(ddpm_teacher, tmp_pat
     student, teacher = load_model(tmp_path / "student"), load_model(ddpm_teacher)
     assert student.steps == 2 and student.unet.config.block_out_channels[0] * 2 == teacher.unet.config.block_out_channels[0]
     assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters()) / 2
+
+
+@pytest.fixture(scope="module")
+def bare_epsilon_unet(tmp_path_factory):
+    """A UNet saved by save_pretrained alone: no scheduler config, so kdgen assumes DDPM's epsilon schedule."""
+    import torch
+    from diffusers import UNet2DModel
+    from diffusion_fixtures import tiny_unet_args
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("bare") / "unet"
+    UNet2DModel(**tiny_unet_args(16)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("progressive", ["methods.progressive.from_steps=8", "methods.progressive.to_steps=4"]),
+    ("consistency", ["methods.consistency.solver_steps=8", "methods.consistency.steps=2"]),
+    ("onestep", ["methods.onestep.teacher_steps=4", "methods.onestep.cache_size=32"]),
+])
+def test_bare_epsilon_unet_through_every_step_method(bare_epsilon_unet, method, opts, tmp_path, monkeypatch, capsys, caplog):
+    code, out, err = run_cli(monkeypatch, capsys, "distill", f"configs/diffusion/mnist5k-{method}.yaml", f"teacher.path={bare_epsilon_unet}",
+                             "teacher.steps=4", f"out={tmp_path}", "train.steps=2", "data.name=digits", *FAST, *SMALL_EVAL, *opts)
+    assert code == 0, err
+    assert "no scheduler config" in caplog.text and "default DDPM schedule" in caplog.text
+    student = load_model(tmp_path / "student")
+    assert student.prediction_type == "v_prediction" and student.num_train_timesteps == 1000  # the teacher's betas, its own output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["teacher"]["sampling_steps"] == 4 and m["student"]["fid"] > 0

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..config import _check
 from ..errors import KdgenError
 from ..teacher import Frozen
-from .diffusion_base import DiffusionMethod, Round, distance, ema_copy, step_output
+from .diffusion_base import PREDICTION_CHOICE, DiffusionMethod, Round, distance, ema_copy, step_output
 from .registry import METHODS
 
 SIGMA_DATA, TIMESTEP_SCALING = 0.5, 10.0  # LCMScheduler's defaults
@@ -53,6 +53,7 @@ class Consistency(DiffusionMethod):
         distance: Literal["l2", "huber", "feature"] = "huber"
         huber_c: float = field(default=0.00054, metadata=_check(ge=0))  # c = huber_c * sqrt(pixels) (Song & Dhariwal 2023)
         features: str = "builtin:featnet-mnist5k"  # distance: feature - MSE between this net's features (an LPIPS stand-in)
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher, else the teacher's
 
     @classmethod
     def plan(cls, options: "Consistency.Options", teacher) -> list[Round]:
@@ -84,7 +85,7 @@ class Consistency(DiffusionMethod):
         return self
 
     def consistency_fn(self, net, x: torch.Tensor, t: torch.Tensor, labels) -> torch.Tensor:
-        x0, _ = self.schedule.to_x0_eps(net(x, t, labels), x, t)
+        x0, _ = self.student_schedule.to_x0_eps(net(x, t, labels), x, t)  # the student and its EMA target
         c_skip, c_out = boundary_scalings(t, x)
         return c_skip * x + c_out * x0
 
@@ -104,7 +105,7 @@ class Consistency(DiffusionMethod):
         t_next = (t_start - k).clamp(min=0)
         x_start = self.noised(x0, t_start)
         with torch.no_grad():
-            x_next = sch.ddim_step(self.teacher_out(x_start, t_start, labels), x_start, t_start, t_next, clip=False)
+            x_next = sch.ddim_step(self.teacher_out(x_start, t_start, labels), x_start, t_start, t_next, clip=self.teacher_clip)
             target = self.consistency_fn(self.target, x_next, t_next, labels)
         pred = self.consistency_fn(self.student, x_start, t_start, labels)
         if self.featnet is not None:  # gradients flow through the frozen net into pred

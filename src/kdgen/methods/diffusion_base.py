@@ -9,9 +9,10 @@ for any other method.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,10 @@ from ..teacher import Frozen
 from ..utils import device_of, eval_mode
 from .base import DistillationMethod, StepOutput
 
+log = logging.getLogger("kdgen")
+
 STEP_METHODS = ("progressive", "consistency", "onestep")
+PREDICTION_CHOICE = Literal["auto", "epsilon", "v_prediction", "sample"]  # student_prediction: auto = v for epsilon teachers
 
 
 @dataclass
@@ -41,16 +45,19 @@ def check_power_of_two(value: int, key: str) -> None:
         raise KdgenError(f"{key}={value} is not a power of two; progressive distillation halves the steps each round (e.g. 64, 32, ..., 1)")
 
 
-def check_few_step_parametrisation(teacher: DiffusionModel, schedule: Schedule) -> None:
-    """Few-step students start at t = T-1, where an epsilon-predicting net gives x_0 = (x - s eps) / a with a ~ 0:
-    its errors are multiplied by 1/a (Salimans & Ho 2022 use v- or x-prediction for this reason)."""
+def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str = "auto") -> str:
+    """What the few-step student predicts. Few-step students start at t = T-1, where an epsilon-predicting net gives
+    x_0 = (x - s eps) / a with a ~ 0, so its errors are multiplied by 1/a; Salimans & Ho (2022) distil into v- or
+    x-prediction for this reason. `auto`: v-prediction for an epsilon teacher whose schedule ends below a = 0.1 (most
+    DDPM schedules: 0.0064 for the 1000 linear betas), else the teacher's own parameterisation."""
     a_last = float(schedule.alphas_cumprod[-1].sqrt())
-    if teacher.prediction_type == "epsilon" and a_last < 0.1:
-        raise KdgenError(
-            f"the teacher predicts epsilon and its schedule ends at sqrt(alpha_cumprod) = {a_last:.1e}, where x_0 = (x - s eps) / a "
-            "is unstable for few-step students; use a v_prediction (or sample) teacher - retrain with "
-            "model.args.scheduler.prediction_type=v_prediction"
-        )
+    low_snr_eps = teacher.prediction_type == "epsilon" and a_last < 0.1
+    if asked == "auto":
+        return "v_prediction" if low_snr_eps else teacher.prediction_type
+    if asked == "epsilon" and low_snr_eps:
+        log.warning("the student predicts epsilon, and the teacher's schedule ends at sqrt(alpha_cumprod) = %.1e, where its x_0 "
+                    "errors are multiplied by %.0f; student_prediction: auto (v-prediction) is the stable choice", a_last, 1 / a_last)
+    return asked
 
 
 class DiffusionMethod(DistillationMethod):
@@ -70,12 +77,18 @@ class DiffusionMethod(DistillationMethod):
         self.options, self.round = options, round
         self.student = student
         self.teacher = Frozen(teacher)
-        self.schedule = Schedule(teacher.scheduler_config)
+        self.schedule = Schedule(teacher.scheduler_config)  # reads the teacher's outputs
         if self.changes_steps:
-            check_few_step_parametrisation(teacher, self.schedule)
+            want = student_prediction(teacher, self.schedule, getattr(options, "student_prediction", "auto"))
+            if want != student.prediction_type:  # the student's own parameterisation, on the teacher's betas
+                log.info("the %s student predicts %s (the teacher predicts %s)", type(self).__name__.lower(), want, teacher.prediction_type)
+                student.scheduler_config = {**student.scheduler_config, "prediction_type": want}
             # the targets already carry the teacher's classifier-free guidance: the student is sampled unguided
             student.guidance_scale = 1.0
         student.sampler, student.steps = self.sampler, round.student_steps
+        self.student_schedule = Schedule(student.scheduler_config)  # reads the student's outputs
+        # an epsilon teacher's x_0 at the low-SNR end is clipped, as its own sampler does (clip_sample)
+        self.teacher_clip = self.schedule.clip if teacher.prediction_type == "epsilon" else False
         self._preview_noise = torch.randn(16, teacher.channels, teacher.image_size, teacher.image_size,
                                           generator=torch.Generator().manual_seed(1234))
 

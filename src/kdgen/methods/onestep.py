@@ -21,7 +21,7 @@ from ..config import _check
 from ..data import TensorImageDataset
 from ..errors import KdgenError
 from ..sampling import DiffusionSampler
-from .diffusion_base import DiffusionMethod, Round, distance, step_output
+from .diffusion_base import PREDICTION_CHOICE, DiffusionMethod, Round, distance, step_output
 from .registry import METHODS
 
 PART = 256  # cached pairs per file
@@ -36,6 +36,7 @@ class OneStep(DiffusionMethod):
         teacher_steps: int = field(default=64, metadata=_check(ge=1))  # DDIM steps that make the cached targets
         cache_size: int = field(default=4096, metadata=_check(gt=0))  # noise -> image pairs
         distance: Literal["l2", "l1"] = "l2"
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher, else the teacher's
 
     @classmethod
     def plan(cls, options: "OneStep.Options", teacher) -> list[Round]:
@@ -79,7 +80,7 @@ class OneStep(DiffusionMethod):
         z, target = batch["noise"], batch["image"]
         labels = batch["label"].long() if "label" in batch else None
         t = torch.full((z.shape[0],), self.schedule.T - 1, device=z.device, dtype=torch.long)
-        x_hat, _ = self.schedule.to_x0_eps(self.student(z, t, labels), z, t)
+        x_hat, _ = self.student_schedule.to_x0_eps(self.student(z, t, labels), z, t)
         loss = distance(x_hat, target, self.options.distance)
         return step_output(loss, onestep=loss)
 

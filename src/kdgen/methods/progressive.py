@@ -20,7 +20,7 @@ import torch
 
 from ..config import _check
 from ..errors import KdgenError
-from .diffusion_base import DiffusionMethod, Round, check_power_of_two, step_output
+from .diffusion_base import PREDICTION_CHOICE, DiffusionMethod, Round, check_power_of_two, step_output
 from .registry import METHODS
 
 
@@ -33,6 +33,7 @@ class Progressive(DiffusionMethod):
         from_steps: int = field(default=64, metadata=_check(ge=2))  # the teacher's DDIM steps the first round matches
         to_steps: int = field(default=4, metadata=_check(ge=1))  # the last round's student steps
         weighting: Literal["truncated-snr", "snr+1", "none"] = "truncated-snr"
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher, else the teacher's
 
     @classmethod
     def plan(cls, options: "Progressive.Options", teacher) -> list[Round]:
@@ -73,7 +74,7 @@ class Progressive(DiffusionMethod):
         ratio = s_e / s_t
         x_target = (z_end - ratio * z_t) / (a_e - ratio * a_t)
         # 3. the student's x_0 and the weighted loss
-        x_hat, _ = sch.to_x0_eps(self.student(z_t, t, labels), z_t, t)
+        x_hat, _ = self.student_schedule.to_x0_eps(self.student(z_t, t, labels), z_t, t)
         snr = (a_t / s_t).square()
         w = {"truncated-snr": snr.clamp(min=1.0), "snr+1": snr + 1, "none": torch.ones_like(snr)}[self.options.weighting]
         w = w.clamp(max=1e4)  # near t = 0 the SNR explodes; the paper's weighting caps it in practice too
