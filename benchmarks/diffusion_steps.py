@@ -85,8 +85,8 @@ def measure(out: Path, num_samples: int, seeds: list[int], only: list[str] | Non
 def latency_pass(results: dict[str, dict], out: Path) -> None:
     """Re-time every row in this one process, one after another, so the latency column compares like with like
     (the rows' own evaluations may have shared the cores with training)."""
-    from kdgen.io import load_model
     from kdgen.metrics.cost import latency_ms
+    from kdgen.models.loading import load_model
     from kdgen.sampling import make_sampler
 
     for name, _, folder, steps in rows(out):
@@ -177,7 +177,7 @@ def figure(results: dict[str, dict], path: Path) -> None:
 
 def samples(results: dict[str, dict], out: Path, path: Path) -> None:
     """One panel per model, the same 16 noises: teacher@256 and the students."""
-    from kdgen.io import load_model
+    from kdgen.models.loading import load_model
     from kdgen.report import save_side_by_side
     from kdgen.sampling import DiffusionSampler
 

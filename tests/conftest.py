@@ -12,7 +12,7 @@ torch.set_num_threads(int(os.environ.get("KDGEN_TEST_THREADS") or 1))
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory):
     """A small random DCGAN teacher (base width 8) saved as a kdgen folder with its discriminator."""
-    from kdgen.io import build_model, save_model
+    from kdgen.models.loading import build_model, save_model
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("teacher") / "teacher"

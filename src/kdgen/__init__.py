@@ -11,7 +11,7 @@ from .config import RunConfig, load_config  # noqa: E402
 from .errors import KdgenError  # noqa: E402
 from .export import bench_latency, export  # noqa: E402
 from .faces import Classifier, Face, Generator, face_of  # noqa: E402
-from .io import load_model, save_model  # noqa: E402
+from .models.loading import load_model, save_model  # noqa: E402
 
 __all__ = [
     "Classifier", "Face", "Generator", "KdgenError", "Result", "RunConfig", "bench_latency", "compare", "export", "distill", "evaluate",

@@ -15,11 +15,12 @@ from .data import load_dataset, native_shape
 from .errors import KdgenError
 from .evaluation import evaluate_classifier_pair, evaluate_model, evaluate_pair, run_dataset
 from .faces import face_of
-from .io import build_model, ensure_dir, load_model, resolve_path, save_model
+from .io import ensure_dir, resolve_path
 from .methods import GeneratorDistiller, TermContext
 from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
 from .models.classifier import CLASSIFIER_FAMILIES
+from .models.loading import build_model, load_model, save_model
 from .pipeline import distill, use_data
 from .report import save_grid
 from .report.compare import compare_runs
@@ -83,7 +84,9 @@ def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str
             raise KdgenError("--save-features applies to generator runs; a classifier run has no FID features - drop it")
         metrics = evaluate_classifier_pair(cfg, teacher=teacher, student=student, out=out)
     else:
-        metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out,
+        from .methods import measurement_caveats
+
+        metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out, caveats=measurement_caveats(cfg.methods, cfg.eval.features),
                                 save_features=Path(save_features) if save_features else None)
     previous = out / "metrics.json"
     if previous.is_file():  # keep what training recorded

@@ -359,8 +359,3 @@ def _validate(cfg: RunConfig) -> None:
     if d.transfer is not None and cfg.task != "distill":
         raise KdgenError(f"data.transfer adds generated images to `kdgen distill` with a classifier teacher; `{cfg.task}` "
                          "trains on the dataset alone - remove data.transfer")
-    if cfg.task == "distill":
-        from .methods import check_method_mix, parse_methods
-
-        parse_methods(cfg.methods)
-        check_method_mix(cfg.methods)  # unknown method names / options fail here, before any work

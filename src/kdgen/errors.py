@@ -5,5 +5,6 @@ traceback and exits with status 2; the Python API lets it propagate.
 """
 
 
-class KdgenError(Exception):
-    """A user error (bad config, missing file, shape mismatch, NaN loss ...)."""
+class KdgenError(ValueError):
+    """A user error (bad config, missing file, shape mismatch, NaN loss ...). A ValueError, so callers that catch
+    bad values catch it too."""

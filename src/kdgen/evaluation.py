@@ -19,9 +19,10 @@ from .config import RunConfig, load_config
 from .data import has_test_split, load_dataset, native_shape, stack_images
 from .errors import KdgenError
 from .faces import face_of
-from .io import atomic_write_bytes, load_model, resolve_path
+from .io import atomic_write_bytes
 from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
 from .metrics.classify import classification_scores, predict
+from .models.loading import load_model
 from .report import save_grid, save_side_by_side
 from .sampling import GeneratorSampler, make_sampler
 
@@ -66,10 +67,12 @@ def measure_samplers(cfg: RunConfig, samplers: dict[str, GeneratorSampler], weig
     return metrics, metric
 
 
-def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, save_features: Path | None = None) -> dict:
+def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, save_features: Path | None = None,
+                  caveats: list[str] | None = None) -> dict:
     """Teacher and student measured by the same code on the same seeds; writes samples/, returns the metrics.
 
     `save_features`: also write the real and generated feature matrices and the seeds to this .npz.
+    `caveats`: what the methods say about this protocol (e.g. a perceptual loss trained in the FID space).
     """
     size, ch, _ = generator_shape(teacher)
     e = cfg.eval
@@ -83,7 +86,7 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], metric.extractor,
                                               n=min(e.num_samples, 500), seed=e.seeds[0], batch_size=e.batch_size)
     metrics["protocol"]["real_train_vs_reference"] = _floor(cfg, metric, size, ch, e.num_samples)
-    metrics["protocol"]["caveats"] = _caveats(cfg)
+    metrics["protocol"]["caveats"] = _caveats(cfg, teacher, caveats or [])
     panels = {k: s.sample(64, e.seeds[0]) for k, s in samplers.items()}
     save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
     save_grid(panels["student"], out / "samples" / "student.png")
@@ -169,14 +172,11 @@ def _floor(cfg: RunConfig, metric: QualityMetric, size: int, ch: int, n: int) ->
     return {"fid": floor["fid"], "kid": floor["kid"], "count": len(train_real)}
 
 
-def _caveats(cfg: RunConfig) -> list[str]:
-    notes = []
-    perceptual = cfg.methods.get("perceptual")
-    if perceptual is not None and resolve_path(perceptual.get("features", "builtin:featnet-mnist5k")) == resolve_path(cfg.eval.features):
-        notes.append("the perceptual loss trained the student in the same feature space FID/KID are measured in")
+def _caveats(cfg: RunConfig, teacher: nn.Module, extra: list[str]) -> list[str]:
+    notes = list(extra)
     if not has_test_split(cfg.data.name):
         notes.append(f"{cfg.data.name.split(':')[0]} data: the reference set is the training set (no held-out split)")
-    if any(m in cfg.methods for m in ("progressive", "consistency", "onestep", "structural")):
+    if face_of(teacher).kind == "diffusion":
         notes.append("diffusion: teacher and student start from the same noise; their MACs count every network call of sampling")
     return notes
 

@@ -37,7 +37,8 @@ from torch import nn
 
 from .errors import KdgenError
 from .faces import face_of
-from .io import atomic_write_text, load_model
+from .io import atomic_write_text
+from .models.loading import load_model
 from .onnx_sampler import SAMPLER_JSON, OnnxStudent, read_sampler_json, session
 
 log = logging.getLogger("kdgen")
@@ -455,14 +456,25 @@ def _size(path: Path) -> int:
     return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
-def export(run: str | Path, *, format: str = "onnx", quantize: str | None = None, opset: int | None = None,
+def export(run: str | Path | nn.Module, *, format: str = "onnx", quantize: str | None = None, opset: int | None = None,
            calibration: int = 256, measure_quality: bool = True, steps: int | None = None,
-           seeds: list[int] | None = None) -> dict[str, Any]:
+           seeds: list[int] | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """Export RUN/student into RUN/export/ as `format` ("onnx" or "torchscript"), prove parity with PyTorch, optionally
     quantize to int8 (onnx only) and re-measure quality; records everything in metrics.json["export"]; returns that block.
 
+    `run` may also be a module (or kdgen.Generator / kdgen.Classifier): it is saved as OUT/student and exported into
+    OUT/export/ (`out` required); with no run config there, quality is not re-measured.
     `steps`: a diffusion student's sampling steps for the ONNX sampler (default: the ones it records).
     `seeds`: the evaluation seeds of the quality re-measure (default: the run's eval.seeds)."""
+    if isinstance(run, nn.Module):
+        if out is None:
+            raise KdgenError("exporting a module needs out=FOLDER, where it is saved as FOLDER/student and exported to FOLDER/export")
+        from .models.resolve import load_any, save_any
+
+        save_any(load_any(run), Path(out).expanduser() / "student")
+        run = Path(out).expanduser()
+    elif out is not None:
+        raise KdgenError("out= applies to exporting a module; a run folder is exported into RUN/export")
     if format not in FORMATS:
         raise KdgenError(f"unknown export format '{format}'; use one of {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:

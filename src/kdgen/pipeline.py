@@ -13,6 +13,7 @@ round's student the next round's teacher.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from .config import RunConfig
 from .errors import KdgenError
 from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pair, run_dataset
 from .faces import Face, face_of, set_face
-from .io import build_model, load_model
 from .metrics import load_feature_extractor
+from .models.loading import build_model, load_model
 from .models.resolve import check_saveable, class_student, derived_student, given_student, resolve_teacher, save_any, teacher_record
 from .report import save_grid
 from .report.page import build_report
@@ -147,7 +148,7 @@ def pick_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> 
 
 def plan_generator(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> Plan:
     """A student generator trained by a weighted sum of loss terms (output, feature, perceptual, adversarial)."""
-    from .methods import GeneratorDistiller, TermContext, build_terms
+    from .methods import GeneratorDistiller, TermContext, build_terms, measurement_caveats
 
     if cfg.student.args and cfg.student.class_ is None:
         raise KdgenError("student.args are the arguments of student.class; add student.class or remove student.args")
@@ -156,7 +157,8 @@ def plan_generator(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=face.image_size,
                       channels=face.channels, z_shape=face.z_shape)
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.z_shape)
-    return Plan(method, dataset, evaluate_pair, lambda m, folder: save_any(m, folder))
+    caveats = measurement_caveats(cfg.methods, cfg.eval.features)
+    return Plan(method, dataset, functools.partial(evaluate_pair, caveats=caveats), lambda m, folder: save_any(m, folder))
 
 
 # --------------------------------------------------------------------------- classifiers

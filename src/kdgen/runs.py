@@ -32,9 +32,15 @@ class Result:
 
 
 def task_config(config: Any, overrides: list[str] | None, task: str) -> RunConfig:
+    """The recipe for `task`, validated; a distill recipe's methods too (unknown names and options fail here, before any work)."""
     cfg = load_config(config, overrides)
     if cfg.task != task:
         raise KdgenError(f"this recipe is for task '{cfg.task}', not '{task}'; run `kdgen {cfg.task}` with it (or set task={task})")
+    if task == "distill":
+        from .methods import check_method_mix, parse_methods
+
+        parse_methods(cfg.methods)
+        check_method_mix(cfg.methods)
     return cfg
 
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .errors import KdgenError
-from .io import load_model, resolve_path
+from .io import resolve_path
+from .models.loading import load_model
 
 
 class Frozen(nn.Module):

@@ -25,7 +25,7 @@ IGNORE = -100  # the label of a transfer image: F.cross_entropy's default ignore
 
 def load_transfer_generator(path: str) -> nn.Module:
     """The kdgen generator named by data.transfer (eval mode, frozen), or one sentence saying why it cannot serve."""
-    from .io import load_model
+    from .models.loading import load_model
     from .models.unet import is_diffusers_folder
 
     folder = resolve_path(path)
@@ -50,9 +50,8 @@ def load_transfer_generator(path: str) -> nn.Module:
 def draw_transfer_pool(gen: nn.Module, count: int, *, image_size: int, channels: int, seed: int, batch: int = 500) -> torch.Tensor:
     """`count` samples of `gen` ([count, C, H, W] on the CPU, in [-1, 1]) from latents seeded by `seed`; drawn on this
     process's GPU when there is one. A generator whose images do not have the teacher's (channels, image_size) is refused."""
-    from .evaluation import generator_shape
-
-    size, ch, z_shape = generator_shape(gen)
+    face = face_of(gen)
+    size, ch, z_shape = face.image_size, face.channels, face.z_shape
     if (ch, size) != (channels, image_size):
         raise KdgenError(f"data.transfer makes {ch}x{size}x{size} images but the teacher reads {channels}x{image_size}x{image_size}; "
                          "use a generator trained at the teacher's image size and channels")

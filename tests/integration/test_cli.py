@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_overrides
 
 from kdgen.cli import main
-from kdgen.io import load_model
+from kdgen.models.loading import load_model
 
 
 def run_cli(monkeypatch, capsys, *args):

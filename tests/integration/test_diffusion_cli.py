@@ -6,7 +6,7 @@ import json
 import pytest
 from test_cli import run_cli
 
-from kdgen.io import load_model
+from kdgen.models.loading import load_model
 
 TINY_UNET = ("model.args.unet={block_out_channels: [8, 16], layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D], "
              "up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4, attention_head_dim: 4}")

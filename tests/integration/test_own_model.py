@@ -77,6 +77,8 @@ def test_student_of_a_user_class_samples_evaluates_and_exports_in_a_fresh_proces
     assert p.returncode == 0, p.stderr
     parity = json.loads((run / "metrics.json").read_text())["export"]["onnx"]["parity"]
     assert parity["max_abs"] < 1e-4
+    block = kdgen.export(kdgen.load_model(run / "student"), out=tmp_path / "mod")  # a module, straight to ONNX
+    assert block["onnx"]["parity"]["max_abs"] < 1e-4 and (tmp_path / "mod" / "export" / "student.onnx").is_file()
     back = kdgen.load_model(run / "student")  # and in this process: rebuilt from class path + args + structure
     assert isinstance(back, ResidualGenerator) and back.stem.out_channels == 16 and face_of(back).z_shape == (16,)
 

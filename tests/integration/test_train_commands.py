@@ -5,7 +5,7 @@ import sys
 
 from test_cli import run_cli
 
-from kdgen.io import load_model
+from kdgen.models.loading import load_model
 
 
 def test_train_teacher_then_distill_from_it(tmp_path, monkeypatch, capsys):

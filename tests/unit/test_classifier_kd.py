@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from kdgen.errors import KdgenError
-from kdgen.io import build_model
 from kdgen.methods import ClassifierContext, ClassifierDistiller, build_classifier_terms, check_method_mix
 from kdgen.methods.attention import at_loss, attention_map
 from kdgen.methods.dkd import dkd_loss
 from kdgen.methods.fitnet import FitNetTerm
 from kdgen.methods.hinton import hinton_loss, soft_kl
+from kdgen.models.loading import build_model
 
 S, T, Y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
 KL_T1 = math.tanh(0.5)  # KL(softmax([0,1]) || softmax([1,0])) = (sigmoid(1) - sigmoid(-1)) * 1
@@ -169,10 +169,10 @@ def test_class_count_mismatch_and_unlabelled_data_fail_with_a_sentence():
     ("methods.hinton.alpha=1.5", r"'methods.hinton.alpha' must be <= 1"),
 ])
 def test_bad_temperature_and_alpha_are_config_errors(override, pattern):
-    from kdgen.config import load_config
+    from kdgen.runs import task_config
 
     with pytest.raises(KdgenError, match=pattern):
-        load_config("configs/classifier/digits-hinton.yaml", [override])
+        task_config("configs/classifier/digits-hinton.yaml", [override], "distill")
 
 
 def test_method_kinds_do_not_mix():

@@ -51,8 +51,10 @@ def test_unknown_key_names_key_and_valid_keys():
     ],
 )
 def test_bad_values_name_the_key(override, message):
+    from kdgen.runs import task_config  # a distill recipe: its methods are checked too, before any work
+
     with pytest.raises(KdgenError, match=message):
-        load_config(None, [override])
+        task_config(None, [override], "distill")
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

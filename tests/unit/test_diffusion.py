@@ -9,8 +9,8 @@ from diffusion_fixtures import SCHED, tiny_diffusion
 
 from kdgen.diffusion import Schedule
 from kdgen.errors import KdgenError
-from kdgen.io import load_model
 from kdgen.metrics.cost import macs_per_image
+from kdgen.models.loading import load_model
 from kdgen.models.unet import DiffusionModel, build_diffusion_student, init_from_teacher, load_diffusion, save_diffusion
 from kdgen.sampling import DiffusionSampler, make_sampler
 

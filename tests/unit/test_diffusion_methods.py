@@ -107,7 +107,7 @@ def test_one_progressive_round_makes_one_student_step_match_two_teacher_steps():
 def test_consistency_student_samples_like_plain_diffusers_lcm(tmp_path):
     from diffusers import LCMScheduler, UNet2DModel
 
-    from kdgen.io import load_model
+    from kdgen.models.loading import load_model
     from kdgen.models.unet import save_diffusion
 
     m = method_for("consistency", tiny_diffusion(), solver_steps=8, steps=2)

@@ -14,7 +14,7 @@ from diffusion_fixtures import tiny_diffusion
 
 from kdgen.errors import KdgenError
 from kdgen.export import PARITY_BATCHES, export
-from kdgen.io import build_model, save_model
+from kdgen.models.loading import build_model, save_model
 from kdgen.models.unet import save_diffusion
 from kdgen.onnx_sampler import OnnxStudent
 from kdgen.sampling import DiffusionSampler
@@ -200,7 +200,7 @@ def test_the_onnx_parity_check_can_fail(tmp_path):
     from kdgen.export import Graph, _ort_runner, export_onnx, parity
 
     run = _run_with(tmp_path, "classifier")
-    from kdgen.io import load_model
+    from kdgen.models.loading import load_model
 
     a = load_model(run / "student")
     export_onnx(Graph(a), tmp_path / "a.onnx")

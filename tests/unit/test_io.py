@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from kdgen.errors import KdgenError
-from kdgen.io import build_model, load_model, load_state_dict_file, resolve_path, save_model
+from kdgen.io import load_state_dict_file, resolve_path
+from kdgen.models.loading import build_model, load_model, save_model
 
 ARGS = {"z_dim": 8, "image_size": 16, "channels": 3, "base_width": 4, "width": 1.0}
 

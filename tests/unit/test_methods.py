@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from kdgen.errors import KdgenError
-from kdgen.io import load_model
 from kdgen.methods import METHODS, GeneratorDistiller, TermContext, build_terms, method_kind
 from kdgen.models import build_student
+from kdgen.models.loading import load_model
 
 
 def _method(tiny_teacher, raw):

@@ -77,7 +77,7 @@ def test_macs_by_hand_and_latency_positive():
 
 
 def test_same_seed_same_samples(tiny_teacher):
-    from kdgen.io import load_model
+    from kdgen.models.loading import load_model
 
     s = GeneratorSampler(load_model(tiny_teacher), z_shape=16)
     assert torch.equal(s.sample(10, seed=3), s.sample(10, seed=3))

@@ -1,8 +1,8 @@
 import torch
 
-from kdgen.io import build_model
 from kdgen.metrics import count_params, macs_per_image
 from kdgen.models import build_student, prune_init
+from kdgen.models.loading import build_model
 from kdgen.sampling import GeneratorSampler
 
 ARGS = {"z_dim": 16, "image_size": 28, "channels": 1, "base_width": 16, "width": 1.0}

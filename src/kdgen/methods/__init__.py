@@ -27,7 +27,7 @@ from typing import Any
 
 from ..config import from_dict
 from ..errors import KdgenError
-from . import adversarial, attention, consistency, dkd, feature, fitnet, hinton, onestep, output, perceptual, progressive, structural  # noqa: F401  (registration)  # noqa: F401  (registration: classifier methods)
+from . import adversarial, attention, consistency, dkd, feature, fitnet, hinton, onestep, output, perceptual, progressive, structural  # noqa: F401  (registration of every method)
 from .base import DistillationMethod, GenBatch, LossTerm, StepOutput, TermContext
 from .classifier_base import ClassifierContext, ClassifierDistiller, ClassifierTerm, refuse_true_class_terms
 from .generator import GeneratorDistiller
@@ -89,12 +89,23 @@ def build_classifier_terms(raw: dict[str, Any], ctx: ClassifierContext) -> tuple
     return terms, {name: o.weight for name, o in opts.items()}
 
 
+def measurement_caveats(raw: dict[str, Any], eval_features: str) -> list[str]:
+    """What a recipe's methods mean for the evaluation protocol, in words for metrics.json."""
+    from ..io import resolve_path
+
+    notes = []
+    opts = raw.get("perceptual")
+    if opts is not None and resolve_path(opts.get("features", "builtin:featnet-mnist5k")) == resolve_path(eval_features):
+        notes.append("the perceptual loss trained the student in the same feature space FID/KID are measured in")
+    return notes
+
+
 def build_terms(raw: dict[str, Any], ctx: TermContext) -> dict[str, LossTerm]:
     return {name: METHODS.get(name)(opts, ctx) for name, opts in parse_methods(raw).items()}
 
 
 __all__ = [
     "METHODS", "DistillationMethod", "GeneratorDistiller", "GenBatch", "LossTerm", "StepOutput", "TermContext",
-    "build_terms", "check_method_mix", "is_diffusion_method", "parse_methods",
+    "build_terms", "check_method_mix", "is_diffusion_method", "measurement_caveats", "parse_methods",
     "ClassifierContext", "ClassifierDistiller", "ClassifierTerm", "build_classifier_terms", "is_classifier_method", "method_kind",
 ]

@@ -8,8 +8,8 @@ import torch
 
 from ..config import _check
 from ..errors import KdgenError
-from ..io import build_model, load_model
 from ..losses import hinge_d_loss, hinge_g_loss
+from ..models.loading import build_model, load_model
 from ..teacher import teacher_discriminator_path
 from .base import GenBatch, LossTerm, TermContext
 from .registry import METHODS

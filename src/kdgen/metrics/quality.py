@@ -15,8 +15,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..errors import KdgenError
-from ..io import file_sha256, load_model, load_state_dict_file, resolve_path
+from ..io import file_sha256, load_state_dict_file, resolve_path
 from ..models.featnet import FeatureExtractor
+from ..models.loading import load_model
 from ..sampling import Sampler
 from .prdc import prdc
 

@@ -1,4 +1,4 @@
-"""Model families (registered in kdgen.io.MODEL_FAMILIES on import)."""
+"""Model families (registered in kdgen.models.registry.MODEL_FAMILIES on import)."""
 
 from .classifier import CLASSIFIER_FAMILIES, CNNClassifier, MLPClassifier, ResNetClassifier
 from .featnet import FeatureExtractor, FeatureNet

@@ -264,7 +264,7 @@ def rebuild_check(module: nn.Module, class_path: str, args: dict[str, Any] | Non
 
 def save_class_model(module: nn.Module, folder: str | Path, *, face: Face | None = None, extra: dict | None = None) -> Path:
     """Write a module of any class as weights + class path + args + face + pruned structure; a sentence if it cannot be rebuilt."""
-    from ..io import save_model
+    from .loading import save_model
 
     path, args = class_path_of(module), guess_args(module)
     structure, why = rebuild_check(module, path, args)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..io import MODEL_FAMILIES
+from .registry import MODEL_FAMILIES
 
 
 @MODEL_FAMILIES.register("featnet")

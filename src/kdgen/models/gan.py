@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..io import MODEL_FAMILIES
+from .registry import MODEL_FAMILIES
 
 
 def stage_plan(image_size: int) -> tuple[int, int]:

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..errors import KdgenError
 from ..faces import Face, face_from_keys, face_of, set_face, unwrap
-from ..io import load_model, resolve_path, save_model
+from ..io import resolve_path
+from .loading import load_model, save_model
 
 log = logging.getLogger("kdgen")
 

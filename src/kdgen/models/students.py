@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import KdgenError
-from ..io import build_model
+from .loading import build_model
 
 
 def student_args(teacher_meta: dict[str, Any], width: float) -> dict[str, Any]:

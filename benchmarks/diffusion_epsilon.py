@@ -1,0 +1,137 @@
+"""An epsilon-prediction DDPM teacher (the format of most UNets people have) through progressive and consistency distillation.
+
+    python benchmarks/diffusion_epsilon.py                 # teacher (if missing), both students, every row, RESULTS.md
+    python benchmarks/diffusion_epsilon.py --stage measure # only the measurements
+    python benchmarks/diffusion_epsilon.py --quick         # smoke run: tiny steps; RESULTS.md untouched
+
+Teacher: trained here by `kdgen train-teacher configs/diffusion/mnist5k-ddpm.yaml` with the scheduler switched to
+Ho et al.'s (2020) epsilon prediction on linear betas 1e-4..0.02 (over 1,024 timesteps so that DDIM step counts
+nest; sqrt(alpha_cumprod) ends at 0.006, where an epsilon net's x_0 is 1/0.006 = 170x its error). The students
+use kdgen's default for such a teacher: they predict v (student_prediction: auto). Every row is measured by
+`kdgen.evaluate`: FID/KID in kdgen's mnist5k feature space, 2,000 samples from the same seeded noise vs the
+500 held-out test images; the teacher at 4..64 DDIM steps, its best row the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import header, write_section  # noqa: E402
+
+import kdgen  # noqa: E402
+
+SCHEDULER = ("model.args.scheduler={num_train_timesteps: 1024, beta_schedule: linear, beta_start: 0.0001, beta_end: 0.02, "
+             "prediction_type: epsilon, clip_sample: true}")
+TEACHER_STEPS = (64, 32, 16, 8, 4)
+STUDENTS = {  # name: (recipe, overrides, sampling steps measured)
+    "progressive": ("configs/diffusion/mnist5k-progressive.yaml", ["methods.progressive.to_steps=4"], (8, 4)),
+    "consistency": ("configs/diffusion/mnist5k-consistency.yaml", ["methods.consistency.steps=4"], (4, 2, 1)),
+}
+
+
+def teacher(out: Path, quick: bool) -> Path:
+    folder = out / "teacher-run" / "teacher"
+    if (folder / "kdgen.json").is_file():
+        return folder
+    steps = ["train.steps=20"] if quick else ["train.steps=6000"]
+    kdgen.train_teacher("configs/diffusion/mnist5k-ddpm.yaml", [f"out={out / 'teacher-run'}", SCHEDULER, *steps])
+    return folder
+
+
+def train(out: Path, teacher_dir: Path, quick: bool) -> None:
+    """Both students at once, in two processes of one thread each."""
+    procs = {}
+    for name, (recipe, extra, _) in STUDENTS.items():
+        run = out / name
+        if (run / "student" / "kdgen.json").is_file():
+            continue
+        args = [f"out={run}", f"teacher.path={teacher_dir}", "eval.enabled=false", *extra, *(["train.steps=5"] if quick else [])]
+        cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:])", recipe, *args]
+        log = open(out / f"{name}.log", "w")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.perf_counter())
+    for name, (p, t0) in procs.items():
+        if p.wait() != 0:
+            raise SystemExit(f"{name} failed; see {out / (name + '.log')}")
+        (out / name / "bench_train.json").write_text(json.dumps({"wall_seconds": round(time.perf_counter() - t0, 1)}) + "\n")
+
+
+def rows(out: Path, teacher_dir: Path) -> list[tuple[str, str, int]]:
+    r = [(f"teacher@{s}", str(teacher_dir), s) for s in TEACHER_STEPS]
+    r += [(f"progressive@{s}", str(out / "progressive" / "rounds" / f"steps-{s}" / "student"), s) for s in STUDENTS["progressive"][2]]
+    r += [(f"consistency@{s}", str(out / "consistency" / "student"), s) for s in STUDENTS["consistency"][2]]
+    return r
+
+
+def measure(out: Path, teacher_dir: Path, num_samples: int) -> dict[str, dict]:
+    results = {}
+    for name, folder, steps in rows(out, teacher_dir):
+        t0 = time.perf_counter()
+        r = kdgen.evaluate(folder, [f"eval.num_samples={num_samples}", "eval.seeds=[0]", "eval.latency_repeats=5"], steps=steps,
+                           out=out / "eval" / name.replace("@", "-"))
+        results[name] = r.metrics["model"]
+        print(f"[measure {name}] FID {results[name]['fid']:.2f} in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    return results
+
+
+def report(results: dict, out: Path, teacher_dir: Path, args, wall: float) -> str:
+    tmeta = json.loads((teacher_dir / "kdgen.json").read_text())
+    sched = json.loads((teacher_dir / "scheduler_config.json").read_text())
+    teachers = {k: v for k, v in results.items() if k.startswith("teacher@")}
+    best_name = min(teachers, key=lambda k: teachers[k]["fid"])
+    best = teachers[best_name]
+    lines = ["## Epsilon-prediction DDPM teacher: progressive and consistency students (issue 12)", "",
+             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else ""), wall),
+             f"Teacher: `configs/diffusion/mnist5k-ddpm.yaml` with `{SCHEDULER}`, {tmeta.get('train_steps')} steps "
+             f"({tmeta.get('train_seconds', 0) / 60:.1f} min); scheduler prediction_type `{sched['prediction_type']}`. Students predict "
+             "v (kdgen's `student_prediction: auto` for an epsilon teacher on a schedule ending near pure noise). FID/KID in kdgen's "
+             f"mnist5k feature space, {args.samples} samples from seed 0's noise vs the 500 held-out test images.", "",
+             "| row | predicts | steps | FID | FID / best teacher | KID x1e3 | precision | recall | MACs / image | train (min) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in results.items():
+        run = name.split("@")[0]
+        bench = out / run / "bench_train.json"
+        train_min = f"{json.loads(bench.read_text())['wall_seconds'] / 60:.1f}" if bench.is_file() else "-"
+        folder = teacher_dir if run == "teacher" else Path(m["path"])
+        pred = json.loads((folder / "scheduler_config.json").read_text()).get("prediction_type", "epsilon")
+        lines.append(f"| {name} | {pred} | {m['sampling_steps']} | {m['fid']:.2f} | {m['fid'] / best['fid']:.2f}x | {m['kid'] * 1e3:.2f} | "
+                     f"{m['precision']:.3f} | {m['recall']:.3f} | {m['macs'] / 1e6:,.1f} M | {train_min} |")
+    lines += ["", f"Targets: 4-step students FID ≤ 1.2× the teacher's best step count ({best_name}, FID {best['fid']:.2f}):"]
+    for name in ("progressive@4", "consistency@4"):
+        if name in results:
+            r = results[name]["fid"] / best["fid"]
+            lines.append(f"- {name}: {results[name]['fid']:.2f} = {r:.2f}× — {'met' if r <= 1.2 else 'missed'}"
+                         f" (the teacher's own 4-step DDIM: {teachers.get('teacher@4', {}).get('fid', float('nan')):.2f})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--write", action="store_true", help="with --quick: still write RESULTS.md")
+    ap.add_argument("--stage", choices=["all", "measure"], default="all")
+    ap.add_argument("--out", default="runs/bench-eps")
+    args = ap.parse_args()
+    args.samples = 200 if args.quick else 2000
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    teacher_dir = teacher(out, args.quick)
+    if args.stage == "all":
+        train(out, teacher_dir, args.quick)
+    results = measure(out, teacher_dir, args.samples)
+    body = report(results, out, teacher_dir, args, time.perf_counter() - t0)
+    if not args.quick or args.write:
+        write_section("diffusion_epsilon", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
