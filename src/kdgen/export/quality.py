@@ -1,0 +1,73 @@
+"""Every exported variant re-measured the way the run measured its student (FID/KID or accuracy)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..faces import face_of
+from .common import SAMPLES_FILE
+from .graph import Graph
+from .runtime import OrtSampler
+
+log = logging.getLogger("kdgen")
+
+
+def _run_config(run_dir: Path):
+    from ..config import load_config
+
+    return load_config(run_dir / "config.yaml")
+
+
+def _run_split(run_dir: Path, graph: Graph, split: str):
+    """The run's labelled dataset split at the classifier's shape."""
+    from ..evaluation import run_dataset
+
+    return run_dataset(_run_config(run_dir), image_size=graph.shape[1], channels=graph.shape[0], split=split)
+
+
+def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, seeds: list[int] | None = None) -> dict[str, dict]:
+    """Every variant (name -> a PyTorch module or an OnnxStudent) measured the same way as the run measured its
+    student: FID/KID/precision/recall on the run's eval seeds for samplers, accuracy/macro-F1/errors for classifiers."""
+    cfg = _run_config(run_dir)
+    if graph.kind == "classifier":
+        from ..metrics.classify import classification_scores, predict
+
+        test = _run_split(run_dir, graph, "test")
+        out = {}
+        for name, v in variants.items():
+            pred = predict(v, test.images) if isinstance(v, nn.Module) else torch.from_numpy(v.logits(test.images.numpy()).argmax(1))
+            s = classification_scores(pred, test.labels, face_of(graph.model).num_classes)
+            out[name] = {k: s[k] for k in ("accuracy", "macro_f1", "errors") if k in s}
+        return out
+    from ..evaluation import generator_shape, reference_images
+    from ..metrics import QualityMetric, evaluate_quality, load_feature_extractor
+    from ..sampling import make_sampler
+
+    e = cfg.eval
+    size, ch, _ = generator_shape(graph.model)
+    torch_sampler = make_sampler(graph.model, batch_size=e.batch_size)
+    extractor, _ = load_feature_extractor(e.features, channels=ch)
+    real, _ = reference_images(cfg, size, ch)
+    metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
+    out = {}
+    for name, v in variants.items():
+        sampler = torch_sampler if isinstance(v, nn.Module) else OrtSampler(v, batch_size=torch_sampler.batch_size)
+        q = evaluate_quality(metric, sampler, num_samples=e.num_samples, seeds=seeds or e.seeds)
+        out[name] = {k: q[k] for k in ("fid", "fid_std", "kid", "precision", "recall") if k in q}
+    return out
+
+
+def _variant_grid(graph: Graph, variants: dict[str, Any], path: Path, n: int = 36) -> dict[str, Any]:
+    """Side-by-side grids of every variant from the same noise (seed 0), left to right in `variants` order."""
+    from ..report import save_side_by_side
+    from ..sampling import make_sampler
+
+    ref = make_sampler(graph.model, batch_size=n)
+    panels = {name: (ref if isinstance(v, nn.Module) else OrtSampler(v, batch_size=ref.batch_size)).sample(n, 0) for name, v in variants.items()}
+    save_side_by_side(panels, path, nrow=6)
+    return {"file": f"export/{SAMPLES_FILE}", "panels": list(panels), "seed": 0, "n": n}
