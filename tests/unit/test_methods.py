@@ -84,3 +84,63 @@ def test_methods_needing_a_teacher_refuse_none(tiny_teacher):
     terms = build_terms({"output": {}}, TermContext(student=teacher, teacher=teacher, z_shape=(16,)))
     with pytest.raises(KdgenError, match="need a teacher"):
         GeneratorDistiller(student=teacher, teacher=None, terms=terms, z_shape=(16,))
+
+
+# every kind, from the registry: a method added later is covered here without a new test (its options default to {})
+OPTIONS = {
+    "fitnet": {"student_layers": ["blocks.1"], "teacher_layers": ["blocks.1"]},
+    "attention": {"student_layers": ["blocks.0"], "teacher_layers": ["blocks.0"]},
+    "progressive": {"from_steps": 8, "to_steps": 4},
+    "consistency": {"solver_steps": 8, "steps": 2},
+    "onestep": {"teacher_steps": 2, "cache_size": 8},
+}
+
+
+def _classifier_method(name):
+    from kdgen.methods import ClassifierContext, ClassifierDistiller, build_classifier_terms
+    from kdgen.models.loading import build_model
+
+    torch.manual_seed(0)
+    teacher = build_model("cnn", {"image_size": 8, "widths": [16, 32]}).eval().requires_grad_(False)
+    student = build_model("cnn", {"image_size": 8, "widths": [4, 8]})
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    terms, weights = build_classifier_terms({name: OPTIONS.get(name, {})}, ClassifierContext(student=student, teacher=teacher, example=x))
+    method = ClassifierDistiller(student=student, teacher=teacher, terms=terms, weights=weights, example=x)
+    return method, {"image": x, "label": torch.arange(6) % 10}
+
+
+def _diffusion_method(name, tmp_path):
+    from diffusion_fixtures import tiny_diffusion
+
+    from kdgen.methods import parse_methods
+    from kdgen.models.unet import build_diffusion_student
+
+    teacher = tiny_diffusion()
+    cls = METHODS.get(name)
+    options = parse_methods({name: OPTIONS.get(name, {})})[name]
+    width = 0.5 if name == "structural" else 1.0
+    student = build_diffusion_student(teacher, width=width, layers_per_block=None, attention=True, init="prune", seed=0)[0]
+    method = cls(options, student=student.train().requires_grad_(True), teacher=teacher, round=cls.plan(options, teacher)[0])
+    data = method.prepare_data(torch.utils.data.TensorDataset(), tmp_path) if name == "onestep" else None
+    if data is not None:
+        return method, {k: torch.stack([data[i][k] for i in range(4)]) for k in ("noise", "image")}
+    return method, {"image": torch.rand(4, 1, 16, 16) * 2 - 1}
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if method_kind(n) != "gan"])
+def test_every_classifier_and_diffusion_method_trains_its_student_and_leaves_the_teacher(name, tmp_path):
+    method, batch = (_classifier_method(name) if method_kind(name) == "classifier" else _diffusion_method(name, tmp_path))
+    method.train()
+    for phase in method.phases:
+        method.zero_grad(set_to_none=True)
+        out = method(batch, phase)
+        assert torch.isfinite(out.loss) and out.logs
+        out.loss.backward()
+        student = {id(p) for p in method.student.parameters()}
+        own = [p for p in method.trainable(phase) if id(p) not in student]  # adapters and the like: always reached
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in own)
+        reached = [p for p in method.student.parameters() if p.grad is not None]  # a feature term reaches the layers up to its tap
+        assert reached and all(torch.isfinite(p.grad).all() for p in reached)
+    teacher = method.teacher.module
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters()) and not teacher.training
+    assert not any(k.startswith("teacher.") for k in method.checkpoint_state())
