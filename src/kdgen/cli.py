@@ -198,7 +198,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except KdgenError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {e.cli_message}", err=True)  # the flags as typed, not the Python parameter names
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted; the last checkpoint in OUT/state is intact (continue with --resume)", err=True)
