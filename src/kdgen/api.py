@@ -21,13 +21,13 @@ from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
 from .models.classifier import CLASSIFIER_FAMILIES
 from .models.loading import build_model, load_model, save_model
+from .models.resolve import resolve_teacher
 from .pipeline import distill, use_data
 from .report import save_grid
 from .report.compare import compare_runs
 from .report.page import build_report
 from .runs import Result, task_config, train_record, write_metrics
 from .runs import train as train_run
-from .teacher import load_teacher
 
 log = logging.getLogger("kdgen")
 
@@ -77,7 +77,7 @@ def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str
     cfg = load_config(out / "config.yaml", overrides)
     if live:
         cfg.data.name = data_name
-    teacher = load_teacher(cfg.teacher.path)
+    teacher = resolve_teacher(cfg.teacher, None)  # a folder, builtin:NAME or teacher.class, as the run recorded it
     student = load_model(out / "student")
     if face_of(teacher).kind == "classifier":
         if save_features is not None:

@@ -98,8 +98,16 @@ def classifier_shape(model: nn.Module, data: str | None = None) -> tuple[int, in
     face = face_of(model)
     if face.image_shape is not None:
         return face.image_size, face.channels
-    size, ch = native_shape(data or "") or (28, 1)
-    return int(getattr(model, "image_size", size)), int(getattr(model, "channels", ch))
+    native = native_shape(data or "")
+    if data and data.startswith("python:"):
+        from .data.user import live_dataset
+
+        c, h, _ = live_dataset(data).image_shape
+        native = (h, c)
+    if native is None:
+        raise KdgenError(f"this {type(model).__name__} states no input shape and no dataset gives one; give "
+                         "kdgen.Classifier(module, input_shape=(C, H, W))")
+    return int(getattr(model, "image_size", native[0])), int(getattr(model, "channels", native[1]))
 
 
 def measure_classifier(model: nn.Module, test, *, weights: Path | None, num_classes: int, repeats: int) -> tuple[dict, torch.Tensor]:
@@ -207,10 +215,13 @@ def evaluate_model(path: Path | nn.Module, overrides: list[str] | None, *, data:
         if data.startswith("folder:"):
             raise KdgenError("a classifier is measured on labelled data; a folder has no labels - give --data mnist5k, digits, mnist, fashion-mnist or cifar10")
         size, ch = classifier_shape(model, data)
-        test = load_dataset(data, split="test", image_size=size, channels=ch, root=cfg.data.root)
+        held_out = has_test_split(data)
+        test = load_dataset(data, split="test" if held_out else "train", image_size=size, channels=ch, root=cfg.data.root)
+        if getattr(test, "labels", None) is None:
+            raise KdgenError(f"a classifier is measured on labelled images and '{data}' has none; give labelled data")
         k = face_of(model).num_classes or int(test.labels.max()) + 1
         block, _ = measure_classifier(model, test, weights=weights, num_classes=k, repeats=e.latency_repeats)
-        protocol = {"reference": f"{data} test split", "reference_count": len(test)}
+        protocol = {"reference": f"{data} {'test split' if held_out else '(the whole set: no held-out split)'}", "reference_count": len(test)}
     else:
         raise KdgenError(f"'{path}' is a {kind}, which kdgen cannot evaluate alone yet; give a generator, a classifier or a run folder")
     family = getattr(model, "kdgen_meta", {}).get("family") or type(model).__name__

@@ -54,6 +54,9 @@ class Face:
                 raise KdgenError(f"face {name} must be positive whole numbers, got {v}")
         if self.image_shape is not None and len(self.image_shape) != 3:
             raise KdgenError(f"face image_shape must be (channels, height, width), got {self.image_shape}")
+        if self.image_shape is not None and self.image_shape[1] != self.image_shape[2]:
+            raise KdgenError(f"the model's images are {self.image_shape[1]}x{self.image_shape[2]}; kdgen's data, metrics and students "
+                             "work on square images for now - crop or pad to a square")
 
     @property
     def channels(self) -> int:
@@ -101,12 +104,13 @@ class _Wrapped(nn.Module):
 
     face: Face
 
-    def __init__(self, module: nn.Module, args: dict[str, Any] | None):
+    def __init__(self, module: nn.Module, args: dict[str, Any] | None, class_path: str | None = None):
         super().__init__()
         if not isinstance(module, nn.Module):
             raise KdgenError(f"{type(self).__name__} wraps a torch nn.Module, got {type(module).__name__}")
         self.module = module
         self.args = None if args is None else dict(args)  # the class's constructor kwargs, so a fresh process can rebuild it
+        self.class_path = class_path  # e.g. torchvision:resnet18 for a stock model built in Python; None: its own class
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -116,12 +120,13 @@ class Generator(_Wrapped):
     """A user's generator: `module(z)` with z of shape [n, *z_shape] gives images [n, C, H, W] in [-1, 1].
 
     `image_shape` is probed with one forward pass when not given; `args` are the class's constructor
-    keyword arguments (needed to rebuild it in a fresh process; kdgen guesses them from attributes if
-    omitted and says when it cannot)."""
+    keyword arguments (needed to rebuild it in a fresh process; kdgen reads back what it can from
+    same-named attributes and refuses, before training, a module it cannot rebuild output for output);
+    `class_path` names a stock builder (torchvision:NAME, timm:NAME) for a model built in Python."""
 
     def __init__(self, module: nn.Module, *, z_shape: tuple[int, ...] | int, image_shape: tuple[int, int, int] | None = None,
-                 num_classes: int | None = None, args: dict[str, Any] | None = None):
-        super().__init__(module, args)
+                 num_classes: int | None = None, args: dict[str, Any] | None = None, class_path: str | None = None):
+        super().__init__(module, args, class_path)
         z = _tuple(z_shape)
         self.face = Face("generator", image_shape=_tuple(image_shape) or probe_generator(module, z), z_shape=z, num_classes=num_classes)
 
@@ -132,8 +137,8 @@ class Classifier(_Wrapped):
     `input_shape` (C, H, W) may be left to the data; `num_classes` is probed when the shape is known."""
 
     def __init__(self, module: nn.Module, *, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
-                 args: dict[str, Any] | None = None):
-        super().__init__(module, args)
+                 args: dict[str, Any] | None = None, class_path: str | None = None):
+        super().__init__(module, args, class_path)
         shape = _tuple(input_shape)
         if num_classes is None and shape is not None:
             num_classes = probe_classifier(module, shape)
@@ -244,6 +249,8 @@ def unwrap(model: nn.Module) -> nn.Module:
         set_face(inner, model.face)
         if model.args is not None:
             object.__setattr__(inner, "kdgen_args", model.args)
+        if model.class_path is not None:
+            object.__setattr__(inner, "kdgen_class", model.class_path)
         return inner
     return model
 

@@ -33,7 +33,7 @@ from .models.resolve import check_saveable, class_student, derived_student, give
 from .report import save_grid
 from .report.page import build_report
 from .report.tb import log_final_metrics
-from .runs import Result, make_trainer, prepare_out, task_config, train, train_record, write_metrics
+from .runs import Result, check_resume, make_trainer, prepare_out, task_config, train, train_record, write_metrics
 from .utils import device_of
 
 log = logging.getLogger("kdgen")
@@ -81,13 +81,17 @@ def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: 
             raise KdgenError("a given diffusion student is not supported yet; kdgen derives it from the teacher (student.width, "
                              "student.layers_per_block, student.attention)")
         if teacher is not None:
+            cfg.teacher.path = teacher_record(t, Path(cfg.out), write=False)
+            check_resume(cfg, resume)
             cfg.teacher.path = teacher_record(t, Path(cfg.out))
         return _distill_diffusion(cfg, t, resume)
     plan = PLANS[face.kind](cfg, t, face, student)
-    if teacher is not None:  # everything is built: the run's config.yaml must name a teacher a fresh process can load
-        cfg.teacher.path = teacher_record(t, Path(cfg.out))
     if cfg.eval.enabled and face.makes_images:
         load_feature_extractor(cfg.eval.features, channels=face.channels)  # a bad eval.features fails now, not after training
+    if teacher is not None:  # everything is built: the run's config.yaml must name a teacher a fresh process can load
+        cfg.teacher.path = teacher_record(t, Path(cfg.out), write=False)
+        check_resume(cfg, resume)  # before RUN/teacher is (over)written
+        cfg.teacher.path = teacher_record(t, Path(cfg.out))
     return train_save_measure(plan, cfg, resume, t)
 
 
@@ -177,7 +181,9 @@ def plan_classifier(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) 
         raise KdgenError("a classifier is measured on labelled test data and a folder has none; set eval.enabled=false to distil on a folder")
     dataset = run_dataset(cfg, image_size=size, channels=ch)
     student = classifier_student(cfg, teacher, face, given)
-    ctx = ClassifierContext(student=student, teacher=teacher, example=dataset_images(dataset, 2), has_labels=dataset.labels is not None,
+    labelled = getattr(dataset, "labelled", None)
+    labelled = dataset.labels is not None if labelled is None else labelled
+    ctx = ClassifierContext(student=student, teacher=teacher, example=dataset_images(dataset, 2), has_labels=labelled,
                             transfer=cfg.data.transfer is not None)
     terms, weights = build_classifier_terms(cfg.methods, ctx)
     d = cfg.data
@@ -200,8 +206,12 @@ def plan_classifier(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) 
 
 
 def dataset_images(dataset, n: int) -> torch.Tensor:
-    images = getattr(dataset, "images", None)
-    return images[:n] if images is not None else torch.stack([dataset[i]["image"] for i in range(n)])
+    """The first `n` images (a tensor dataset's slice; any other dataset is read item by item, never whole)."""
+    from .data import TensorImageDataset
+
+    if isinstance(dataset, TensorImageDataset):
+        return dataset.images[:n]
+    return torch.stack([dataset[i]["image"] for i in range(n)])
 
 
 def _classifier_face_from_data(cfg: RunConfig, teacher: nn.Module, face: Face) -> Face:
@@ -219,7 +229,11 @@ def _classifier_face_from_data(cfg: RunConfig, teacher: nn.Module, face: Face) -
         if not size or not ch:
             raise KdgenError("this classifier states no input shape and the data gives none; set data.image_size and data.channels")
         shape = (ch, size, size)
-    k = probe_classifier(teacher, shape)
+    try:
+        k = probe_classifier(teacher, shape)
+    except KdgenError as e:  # the shape came from the data, not from the user: say which keys set it
+        raise KdgenError(f"the teacher does not take the data's images {tuple(shape)} ({str(e).split(' (', 1)[-1].split('); check')[0]}); "
+                         "set data.channels and data.image_size to what it takes, or state it: kdgen.Classifier(net, input_shape=(C, H, W))") from None
     face = Face("classifier", image_shape=tuple(shape), num_classes=face.num_classes or k)
     set_face(teacher, face)
     return face

@@ -57,14 +57,19 @@ def prepare_out(cfg: RunConfig, resume: bool) -> Path:
     """Create the run folder and save the resolved config; called only once everything is built,
     so a recipe that fails to build never overwrites an existing run's config.yaml."""
     out = ensure_dir(cfg.out, what="the run folder (out)")
-    saved = out / "config.yaml"
+    check_resume(cfg, resume)
+    cfg.save(out / "config.yaml")
+    return out
+
+
+def check_resume(cfg: RunConfig, resume: bool) -> None:
+    """A resume must use the recipe that started the run (train.* and eval.* may change)."""
+    saved = Path(cfg.out) / "config.yaml"
     if resume and saved.exists():
         prev = load_config(saved)
         free = {"train": None, "eval": None}  # a resume may train longer or measure differently
         if {**prev.to_dict(), **free} != {**cfg.to_dict(), **free}:
             raise KdgenError(f"--resume with a config that differs from '{saved}' beyond train.* and eval.*; resume with the same recipe")
-    cfg.save(saved)
-    return out
 
 
 def train(method, dataset, cfg: RunConfig, resume: bool):

@@ -51,3 +51,32 @@ class TinyClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class AttentionClassifier(nn.Module):
+    """Conv features as tokens through multi-head self-attention, then a linear head (a ViT-like layout)."""
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.embed = nn.Conv2d(channels, dim, 4, 4)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        return self.head(t.mean(1))
+
+
+class HiddenSetting(nn.Module):
+    """A generator whose channel count lives under another name: its args cannot be read back."""
+
+    def __init__(self, z_dim: int = 8, ch: int = 4):
+        super().__init__()
+        self.z_dim, self.c_ = z_dim, ch
+        self.fc = nn.Linear(z_dim, ch * 16)
+        self.out = nn.Conv2d(ch, 1, 3, 1, 1)
+        self.scale = 1.0 / ch
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(self.fc(z).view(-1, self.c_, 4, 4)) * self.scale)

@@ -232,3 +232,95 @@ def test_a_class_defined_in_main_is_refused_before_training(tmp_path):
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert "REFUSED" in p.stdout and "defined in the script being run (__main__)" in p.stdout, p.stdout + p.stderr
     assert not (tmp_path / "r" / "state").exists()
+
+
+def test_a_model_file_cannot_name_anything_but_an_nn_module_class(tmp_path):
+    """A folder someone hands over must not make kdgen call an arbitrary function with arguments from JSON."""
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    (folder / "model.json").write_text(json.dumps({"family": "class", "class": "subprocess:check_call",
+                                                    "args": {"args": ["touch", str(marker)]}}))
+    with pytest.raises(KdgenError, match="not an nn.Module class"):
+        kdgen.load_model(folder)
+    assert not marker.exists()
+
+
+def test_pruned_attention_student_reloads_output_for_output(tmp_path):
+    from own_models import AttentionClassifier
+
+    from kdgen.models.prune import prune_student
+    from kdgen.models.resolve import save_any
+
+    torch.manual_seed(0)
+    net = AttentionClassifier()
+    face = face_of(kdgen.load_model(kdgen.Classifier(net, input_shape=(1, 28, 28))))
+    student = prune_student(net, face, width=0.5).eval()
+    assert student.attn.embed_dim == 16 and student.attn.num_heads == 4
+    save_any(student, tmp_path / "s")
+    back = kdgen.load_model(tmp_path / "s")
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.allclose(back(x), student(x), atol=1e-5)
+
+
+def test_a_module_whose_settings_cannot_be_read_back_is_refused_before_training(tmp_path):
+    from own_models import HiddenSetting
+
+    with pytest.raises(KdgenError, match=r"rebuilds HiddenSetting's tensors but not its outputs.*pass the constructor args"):
+        kdgen.distill(None, fast(tmp_path / "r", **{"methods": "{output: {}}"}),
+                      teacher=kdgen.Generator(HiddenSetting(ch=8), z_shape=(8,)), student=kdgen.Generator(HiddenSetting(ch=8), z_shape=(8,)))
+    assert not (tmp_path / "r" / "state").exists()
+    ok = kdgen.distill(None, fast(tmp_path / "ok", **{"methods": "{output: {}}", "eval.enabled": "false"}),
+                       teacher=kdgen.Generator(HiddenSetting(ch=8), z_shape=(8,), args={"ch": 8}),
+                       student=kdgen.Generator(HiddenSetting(ch=4), z_shape=(8,), args={"ch": 4}))
+    assert json.loads((ok.out / "student" / "model.json").read_text())["args"] == {"ch": 4}
+
+
+def test_a_recipe_class_teacher_run_is_re_measured_from_its_config(tmp_path, monkeypatch, capsys):
+    torch.manual_seed(2)
+    torch.save(ResidualGenerator(z_dim=16, width=8).state_dict(), tmp_path / "t.pt")
+    keys = ["teacher.path=null", "teacher.class=own_models:ResidualGenerator", "teacher.args={z_dim: 16, width: 8}",
+            f"teacher.weights={tmp_path / 't.pt'}", "teacher.face=generator", "teacher.z_shape=[16]", "methods={output: {}}"]
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml", *fast(tmp_path / "run"), *keys)
+    assert code == 0, err
+    before = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    again = kdgen.evaluate(tmp_path / "run", ["eval.num_samples=64"])
+    assert again.metrics["teacher"]["macs"] == before["teacher"]["macs"] and again.metrics["student"]["fid"] > 0
+
+
+def test_datasets_of_one_class_keep_their_own_names_and_are_read_lazily():
+    from kdgen.data.user import UserDataset
+
+    calls = []
+
+    class Counted(torch.utils.data.Dataset):
+        def __init__(self, value):
+            self.value = value
+
+        def __len__(self):
+            return 1000
+
+        def __getitem__(self, i):
+            calls.append(i)
+            return torch.full((1, 8, 8), self.value), i % 10
+
+    a, b = UserDataset(Counted(0.1)), UserDataset(Counted(-0.1))
+    assert a.name != b.name and UserDataset(a.dataset).name == a.name
+    assert len(calls) == 3 * 64  # 64 items probed per hand-in; the labels wait until a measurement asks
+    assert a.labels.shape == (1000,) and len(calls) == 3 * 64 + 1000
+
+
+def test_evaluate_a_module_on_a_dataset_without_labels_is_a_sentence():
+    data = torch.utils.data.TensorDataset(torch.rand(32, 1, 8, 8))
+    net = kdgen.Classifier(TinyClassifier(width=4), input_shape=(1, 8, 8))
+    with pytest.raises(KdgenError, match="has none; give labelled data"):
+        kdgen.evaluate(net, data=data)
+
+
+def test_non_square_generators_are_refused_with_a_sentence():
+    class Wide(torch.nn.Module):
+        def forward(self, z):
+            return torch.zeros(z.shape[0], 1, 8, 16)
+
+    with pytest.raises(KdgenError, match="8x16; kdgen's data, metrics and students work on square images"):
+        kdgen.Generator(Wide(), z_shape=(4,))

@@ -30,7 +30,7 @@ class UserDataset(torch.utils.data.Dataset):
         if len(dataset) == 0:
             raise KdgenError(f"the {type(dataset).__name__} handed in as data is empty; give a dataset with images")
         self.dataset = dataset
-        self.name = PREFIX + type(dataset).__name__
+        self.name = _name_for(dataset)
         probe = [self._parse(dataset[i], i) for i in range(min(64, len(dataset)))]
         self.labelled = probe[0][1] is not None
         if any((lab is not None) != self.labelled for _, lab in probe):
@@ -46,9 +46,16 @@ class UserDataset(torch.utils.data.Dataset):
         self.unit = lo >= 0  # [0, 1] images: mapped to [-1, 1]
         if self.unit:
             log.info("the images of %s lie in [0, 1]; kdgen maps them to [-1, 1] as 2x - 1", type(dataset).__name__)
-        self.labels = (torch.tensor([int(self._parse(dataset[i], i)[1]) for i in range(len(dataset))])
-                       if self.labelled else None)
+        self._labels: torch.Tensor | None = None
+        self._images: torch.Tensor | None = None
         _LIVE[self.name] = self
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        """Every label as one tensor (what measuring a classifier reads); read once, on first use - training never needs it."""
+        if self.labelled and self._labels is None:
+            self._labels = torch.tensor([int(self._parse(self.dataset[i], i)[1]) for i in range(len(self))])
+        return self._labels
 
     @staticmethod
     def _parse(item, i: int) -> tuple[torch.Tensor, int | None]:
@@ -92,7 +99,7 @@ class UserDataset(torch.utils.data.Dataset):
     @property
     def images(self) -> torch.Tensor:
         """Every image as one tensor (what measuring a classifier on this set reads); built once."""
-        if getattr(self, "_images", None) is None:
+        if self._images is None:
             self._images = torch.stack([self[i]["image"] for i in range(len(self))])
         return self._images
 
@@ -101,6 +108,19 @@ class UserDataset(torch.utils.data.Dataset):
         if self.image_shape != want:
             raise KdgenError(f"the data's images are {self.image_shape} but the model's are {want}; resize the dataset's images "
                              f"to {image_size}x{image_size} with {channels} channel(s)")
+
+
+def _name_for(dataset) -> str:
+    """python:ClassName, numbered when another dataset of that class was handed in earlier (the same one keeps its name)."""
+    for name, live in _LIVE.items():
+        if live.dataset is dataset:
+            return name
+    base, n = PREFIX + type(dataset).__name__, 1
+    name = base
+    while name in _LIVE:
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def live_dataset(name: str) -> UserDataset:

@@ -25,7 +25,6 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
     same process, same threads: median ms per batch after warm-up and images/s, every sampling step included.
     Written into metrics.json["latency"] and the report."""
     from ..config import load_config
-    from ..teacher import load_teacher
 
     run_dir = Path(run).expanduser()
     student = _student(run_dir)
@@ -41,8 +40,15 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
     threads = torch.get_num_threads()
     rows: dict[str, Callable[[int], Callable[[], Any]]] = {}
     steps = {"student": getattr(student, "steps", 1)}
+    teacher = None
     if cfg is not None:
-        teacher = load_teacher(cfg.teacher.path).cpu().eval()
+        from ..models.resolve import resolve_teacher
+
+        try:
+            teacher = resolve_teacher(cfg.teacher, None).cpu().eval()
+        except KdgenError as e:  # e.g. a teacher handed in from Python that could not be saved: time the student alone
+            log.warning("the teacher row is skipped: %s", e)
+    if teacher is not None:
         steps["teacher"] = cfg.teacher.steps or getattr(teacher, "steps", 1)
         rows["teacher_eager"] = _torch_timer(graph.kind, teacher, cfg.teacher.steps)
     rows["student_eager"] = _torch_timer(graph.kind, student, None)

@@ -33,19 +33,24 @@ from ..faces import Face, face_of, set_face
 log = logging.getLogger("kdgen")
 
 HUB_WEIGHTS = "hub"  # teacher.weights: hub -> the architecture's pretrained weights from its hub (needs internet)
-# layer attributes that say a layer's channel counts (torch.nn and diffusers): re-applied with the shapes
+# layer attributes that say a layer's channel counts (torch.nn, diffusers, timm): re-applied with the shapes
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "num_channels",
-               "num_groups", "normalized_shape", "num_embeddings", "embedding_dim", "heads", "inner_dim")
+               "num_groups", "normalized_shape", "num_embeddings", "embedding_dim", "heads", "inner_dim", "embed_dim", "kdim",
+               "vdim", "num_heads", "head_dim", "hidden_size", "dim")
 
 
-def import_object(path: str) -> Any:
-    """`package.module:Name` imported from the working directory or PYTHONPATH."""
+def import_object(path: str) -> type[nn.Module]:
+    """The nn.Module subclass `package.module:ClassName`, imported from the working directory or PYTHONPATH.
+
+    Only classes are accepted, never other callables: a class path can come from a file someone hands over
+    (a run's model.json or config.yaml), and `subprocess:check_call` with JSON args must not run."""
     if ":" not in path or path.startswith(":") or path.endswith(":"):
         raise KdgenError(f"class path '{path}' must look like 'package.module:ClassName' (or torchvision:NAME / timm:NAME)")
     mod_name, _, attr = path.partition(":")
     cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)  # the user's code beside their recipe
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)  # the user's code beside their recipe, for this import only
     try:
         module = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
@@ -53,6 +58,9 @@ def import_object(path: str) -> Any:
                          "its code, or add that folder to PYTHONPATH") from None
     except Exception as e:  # the user's module failed while importing
         raise KdgenError(f"importing '{mod_name}' for class path '{path}' failed ({type(e).__name__}: {e}); fix that module") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -63,8 +71,10 @@ def import_object(path: str) -> Any:
             raise KdgenError(f"module '{mod_name}' has no '{attr}'" + (f" (did you mean {', '.join(hint)}?)" if hint else "")
                              + "; fix the class path")
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise KdgenError(f"'{path}' is not a class or factory function; name one that returns an nn.Module")
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise KdgenError(f"'{path}' is a {type(obj).__name__}, not an nn.Module class; kdgen builds only nn.Module classes from "
+                         "a class path (so that a model file cannot make it call anything else) - name the class, wrap a factory "
+                         "in one, or hand the module in from Python")
     return obj
 
 
@@ -238,8 +248,10 @@ def apply_structure(module: nn.Module, structure: dict[str, dict[str, Any]]) -> 
             setattr(m, a, tuple(v) if isinstance(v, list) else v)
 
 
-def rebuild_check(module: nn.Module, class_path: str, args: dict[str, Any] | None) -> tuple[dict | None, str | None]:
-    """(structure, None) when `class_path(**args)` + that structure rebuilds `module` tensor for tensor; (None, why) if not."""
+def rebuild_check(module: nn.Module, class_path: str, args: dict[str, Any] | None,
+                  example: torch.Tensor | None = None) -> tuple[dict | None, str | None]:
+    """(structure, None) when `class_path(**args)` + that structure rebuilds `module` tensor for tensor and, given an
+    `example` input, output for output; (None, why) if not."""
     if args is None:
         return None, (f"kdgen cannot read {type(module).__name__}'s constructor arguments back from the module; "
                       "pass them: kdgen.Generator(module, ..., args={...}) or teacher.args in a recipe")
@@ -256,10 +268,42 @@ def rebuild_check(module: nn.Module, class_path: str, args: dict[str, Any] | Non
     if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
         return None, (f"{class_path}(**{args}) does not rebuild this {type(module).__name__} (its tensors differ); "
                       "pass the constructor args that made it")
+    if example is not None and not _same_outputs(module, fresh, example):
+        return None, (f"{class_path}(**{args}) rebuilds {type(module).__name__}'s tensors but not its outputs (a setting that is "
+                      "neither a tensor shape nor read back from an attribute); pass the constructor args: "
+                      "kdgen.Generator(module, ..., args={...}) / kdgen.Classifier(module, args={...}), or teacher.args in a recipe")
     return structure, None
 
 
+@torch.no_grad()
+def _same_outputs(module: nn.Module, fresh: nn.Module, x: torch.Tensor) -> bool:
+    """The rebuilt model, given the module's weights, computes what the module computes (eval mode, one batch)."""
+    was = module.training
+    try:
+        fresh.load_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()})
+        module.eval()
+        fresh.eval()
+        device = next(module.parameters()).device
+        want = module(x.to(device)).float().cpu()
+        got = fresh.to(device)(x.to(device)).float().cpu()
+    except Exception:  # the rebuilt model does not even run on the module's input
+        return False
+    finally:
+        module.train(was)
+    return got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(want.abs().max())))
+
+
 # --------------------------------------------------------------------------- saving and loading
+
+
+def example_of(face: Face) -> torch.Tensor | None:
+    """One small batch of what the model takes (noise for a generator, images for a classifier), if the face says."""
+    g = torch.Generator().manual_seed(0)
+    if face.kind == "generator":
+        return torch.randn(2, *face.z_shape, generator=g)
+    if face.kind == "classifier" and face.image_shape is not None:
+        return torch.rand(2, *face.image_shape, generator=g) * 2 - 1
+    return None
 
 
 def save_class_model(module: nn.Module, folder: str | Path, *, face: Face | None = None, extra: dict | None = None) -> Path:
@@ -267,10 +311,10 @@ def save_class_model(module: nn.Module, folder: str | Path, *, face: Face | None
     from .loading import save_model
 
     path, args = class_path_of(module), guess_args(module)
-    structure, why = rebuild_check(module, path, args)
+    face = face or face_of(module)
+    structure, why = rebuild_check(module, path, args, example_of(face))
     if why is not None:
         raise KdgenError(f"cannot save {type(module).__name__} so that a fresh process rebuilds it: {why}")
-    face = face or face_of(module)
     code = path.split(":", 1)[0]
     meta = {"class": path, "face": face.to_dict(), "structure": structure or None,
             "code": code if path.startswith(("torchvision:", "timm:")) else f"import {code} (from the working directory or PYTHONPATH)",

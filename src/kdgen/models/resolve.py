@@ -22,6 +22,7 @@ from .loading import load_model, save_model
 log = logging.getLogger("kdgen")
 
 ModelLike = Any  # str | Path | nn.Module | kdgen.Generator | kdgen.Classifier
+UNSAVED = "(not saved: "  # teacher.path of a handed-in teacher that could not be saved
 
 
 def frozen(model: nn.Module) -> nn.Module:
@@ -74,6 +75,9 @@ def resolve_teacher(tcfg, given: ModelLike | None) -> nn.Module:
         return frozen(load_any(given))
     if tcfg.class_ is not None:
         return frozen(class_model(tcfg.class_, tcfg.args, tcfg.weights, face=tcfg.face, z_shape=tcfg.z_shape, role="teacher"))
+    if str(tcfg.path).startswith(UNSAVED):
+        raise KdgenError(f"this run's teacher was {tcfg.path[len(UNSAVED):].rstrip(')')} handed in from Python that kdgen could not "
+                         "save; re-measure the run in that process, or hand the teacher in again (kdgen.distill(..., teacher=...))")
     return load_teacher(tcfg.path)
 
 
@@ -144,11 +148,16 @@ def derived_student(teacher: nn.Module, face: Face, *, width: float, init: str, 
 
 def check_saveable(model: nn.Module, role: str) -> None:
     """Fail before training when a fresh process could not rebuild this student (nothing is lost yet)."""
-    from .custom import class_path_of, guess_args, rebuild_check
+    from .custom import class_path_of, example_of, guess_args, rebuild_check
 
     if _family(model) is not None or type(model).__name__ == "DiffusionModel":
         return
-    _, why = rebuild_check(model, class_path_of(model), guess_args(model))
+    path = class_path_of(model)
+    if path.startswith(("torchvision.models", "timm.models")) and guess_args(model) is None:
+        raise KdgenError(f"the {role} is a {type(model).__name__} built in Python, and kdgen cannot tell which stock builder made it; "
+                         "name it: kdgen.Classifier(net, class_path='torchvision:resnet18', args={'num_classes': 10}), or "
+                         f"{role}.class: torchvision:NAME (timm:NAME) with {role}.args in a recipe")
+    _, why = rebuild_check(model, path, guess_args(model), example_of(face_of(model)))
     if why is not None:
         raise KdgenError(f"the {role} could not be saved for a fresh process: {why}")
 
@@ -176,15 +185,18 @@ def save_any(model: nn.Module, folder: Path, *, extra: dict | None = None) -> Pa
     return save_class_model(model, folder, face=face_of(model), extra=extra)
 
 
-def teacher_record(teacher: nn.Module, out: Path) -> str:
-    """Where a handed-in teacher lives for the run's config.yaml: its own folder, or a copy in RUN/teacher."""
+def teacher_record(teacher: nn.Module, out: Path, *, write: bool = True) -> str:
+    """Where a handed-in teacher lives for the run's config.yaml: its own folder, or a copy in RUN/teacher
+    (`write=False`: only say where, write nothing)."""
     path = getattr(teacher, "kdgen_path", None)
     if path is not None:
         assets = resolve_path("builtin:gan-mnist5k").parent
         return f"builtin:{Path(path).name}" if Path(path).resolve().parent == assets.resolve() else str(path)
+    if not write:
+        return str(out / "teacher")
     try:
         save_any(teacher, out / "teacher", extra={"role": "teacher (handed in as a module)"})
     except KdgenError as e:
         log.warning("the teacher handed in cannot be saved for a fresh process (%s); this run re-measures only in this process", e)
-        return f"(not saved: a {type(teacher).__name__} module)"
+        return f"{UNSAVED}a {type(teacher).__name__} module)"
     return str(out / "teacher")
