@@ -45,14 +45,15 @@ def teacher(out: Path, quick: bool) -> Path:
     return folder
 
 
-def train(out: Path, teacher_dir: Path, quick: bool) -> None:
+def train(out: Path, teacher_dir: Path, quick: bool, prediction: str = "auto") -> None:
     """Both students at once, in two processes of one thread each."""
     procs = {}
     for name, (recipe, extra, _) in STUDENTS.items():
         run = out / name
         if (run / "student" / "kdgen.json").is_file():
             continue
-        args = [f"out={run}", f"teacher.path={teacher_dir}", "eval.enabled=false", *extra, *(["train.steps=5"] if quick else [])]
+        pred = [f"methods.{name}.student_prediction={prediction}"] if prediction != "auto" else []
+        args = [f"out={run}", f"teacher.path={teacher_dir}", "eval.enabled=false", *extra, *pred, *(["train.steps=5"] if quick else [])]
         cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:])", recipe, *args]
         log = open(out / f"{name}.log", "w")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -88,10 +89,11 @@ def report(results: dict, out: Path, teacher_dir: Path, args, wall: float) -> st
     best_name = min(teachers, key=lambda k: teachers[k]["fid"])
     best = teachers[best_name]
     lines = ["## Epsilon-prediction DDPM teacher: progressive and consistency students (issue 12)", "",
-             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else ""), wall),
+             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else "")
+                    + ("" if args.student_prediction == "auto" else f" --student-prediction {args.student_prediction}"), wall),
              f"Teacher: `configs/diffusion/mnist5k-ddpm.yaml` with `{SCHEDULER}`, {tmeta.get('train_steps')} steps "
-             f"({tmeta.get('train_seconds', 0) / 60:.1f} min); scheduler prediction_type `{sched['prediction_type']}`. Students predict "
-             "v (kdgen's `student_prediction: auto` for an epsilon teacher on a schedule ending near pure noise). FID/KID in kdgen's "
+             f"({tmeta.get('train_seconds', 0) / 60:.1f} min); scheduler prediction_type `{sched['prediction_type']}`. Students: "
+             f"`student_prediction: {args.student_prediction}` (the column 'predicts' says what each one predicts). FID/KID in kdgen's "
              f"mnist5k feature space, {args.samples} samples from seed 0's noise vs the 500 held-out test images.", "",
              "| row | predicts | steps | FID | FID / best teacher | KID x1e3 | precision | recall | MACs / image | train (min) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -118,6 +120,8 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="with --quick: still write RESULTS.md")
     ap.add_argument("--stage", choices=["all", "measure"], default="all")
     ap.add_argument("--out", default="runs/bench-eps")
+    ap.add_argument("--student-prediction", default="auto", choices=["auto", "epsilon", "v_prediction", "sample"],
+                    help="the students' parameterisation (auto: the teacher's, since they start as the teacher)")
     args = ap.parse_args()
     args.samples = 200 if args.quick else 2000
     out = Path(args.out)
@@ -125,11 +129,11 @@ def main() -> None:
     t0 = time.perf_counter()
     teacher_dir = teacher(out, args.quick)
     if args.stage == "all":
-        train(out, teacher_dir, args.quick)
+        train(out, teacher_dir, args.quick, args.student_prediction)
     results = measure(out, teacher_dir, args.samples)
     body = report(results, out, teacher_dir, args, time.perf_counter() - t0)
     if not args.quick or args.write:
-        write_section("diffusion_epsilon", body)
+        write_section("diffusion_epsilon" + ("" if args.student_prediction == "auto" else "_" + args.student_prediction), body)
     print(body)
 
 

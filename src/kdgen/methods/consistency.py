@@ -53,7 +53,7 @@ class Consistency(DiffusionMethod):
         distance: Literal["l2", "huber", "feature"] = "huber"
         huber_c: float = field(default=0.00054, metadata=_check(ge=0))  # c = huber_c * sqrt(pixels) (Song & Dhariwal 2023)
         features: str = "builtin:featnet-mnist5k"  # distance: feature - MSE between this net's features (an LPIPS stand-in)
-        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher, else the teacher's
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: the teacher's own (the student starts as the teacher)
 
     @classmethod
     def plan(cls, options: "Consistency.Options", teacher) -> list[Round]:

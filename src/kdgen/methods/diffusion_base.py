@@ -30,7 +30,7 @@ from .base import DistillationMethod, StepOutput
 log = logging.getLogger("kdgen")
 
 STEP_METHODS = ("progressive", "consistency", "onestep")
-PREDICTION_CHOICE = Literal["auto", "epsilon", "v_prediction", "sample"]  # student_prediction: auto = v for epsilon teachers
+PREDICTION_CHOICE = Literal["auto", "epsilon", "v_prediction", "sample"]  # see student_prediction()
 
 
 @dataclass
@@ -45,16 +45,22 @@ def check_power_of_two(value: int, key: str) -> None:
         raise KdgenError(f"{key}={value} is not a power of two; progressive distillation halves the steps each round (e.g. 64, 32, ..., 1)")
 
 
-def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str = "auto") -> str:
-    """What the few-step student predicts. Few-step students start at t = T-1, where an epsilon-predicting net gives
-    x_0 = (x - s eps) / a with a ~ 0, so its errors are multiplied by 1/a; Salimans & Ho (2022) distil into v- or
-    x-prediction for this reason. `auto`: v-prediction for an epsilon teacher whose schedule ends below a = 0.1 (most
-    DDPM schedules: 0.0064 for the 1000 linear betas), else the teacher's own parameterisation."""
+def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str = "auto", *, starts_as_teacher: bool = True) -> str:
+    """What the few-step student predicts.
+
+    Near pure noise an epsilon net's x_0 = (x - s eps) / a carries its error times 1/a (156x at the end of DDPM's
+    linear schedule); Salimans & Ho (2022) distil into v- or x-prediction for that reason. But a student that
+    starts as the teacher (progressive, consistency) loses its start when its output changes meaning: measured on
+    an epsilon mnist5k DDPM, v-students initialised from it scored FID 120 (progressive, 4 steps) and 32
+    (consistency) where the teacher's own 4-step DDIM scores 24 (benchmarks/RESULTS.md, diffusion_epsilon_v).
+    `auto` therefore keeps the teacher's parameterisation for such students and handles the low-SNR end in the
+    loss (an epsilon-space weight) and in sampling (x_0 clipped); a one-step student, which learns a new map
+    anyway, predicts v."""
     a_last = float(schedule.alphas_cumprod[-1].sqrt())
     low_snr_eps = teacher.prediction_type == "epsilon" and a_last < 0.1
     if asked == "auto":
-        return "v_prediction" if low_snr_eps else teacher.prediction_type
-    if asked == "epsilon" and low_snr_eps:
+        return "v_prediction" if low_snr_eps and not starts_as_teacher else teacher.prediction_type
+    if asked == "epsilon" and low_snr_eps and not starts_as_teacher:
         log.warning("the student predicts epsilon, and the teacher's schedule ends at sqrt(alpha_cumprod) = %.1e, where its x_0 "
                     "errors are multiplied by %.0f; student_prediction: auto (v-prediction) is the stable choice", a_last, 1 / a_last)
     return asked
@@ -66,6 +72,7 @@ class DiffusionMethod(DistillationMethod):
     sampler = "DDIMScheduler"  # how the student is sampled (and saved for diffusers)
     needs_data = True
     changes_steps = True  # progressive, consistency, onestep: the student learns the teacher's *guided* multi-step map
+    starts_as_teacher = True  # the student begins as (a copy of) the teacher's map; onestep learns a new one
 
     def __init__(self, options: Any, *, student: DiffusionModel, teacher: DiffusionModel, round: Round):
         super().__init__()
@@ -79,7 +86,8 @@ class DiffusionMethod(DistillationMethod):
         self.teacher = Frozen(teacher)
         self.schedule = Schedule(teacher.scheduler_config)  # reads the teacher's outputs
         if self.changes_steps:
-            want = student_prediction(teacher, self.schedule, getattr(options, "student_prediction", "auto"))
+            want = student_prediction(teacher, self.schedule, getattr(options, "student_prediction", "auto"),
+                                      starts_as_teacher=self.starts_as_teacher)
             if want != student.prediction_type:  # the student's own parameterisation, on the teacher's betas
                 log.info("the %s student predicts %s (the teacher predicts %s)", type(self).__name__.lower(), want, teacher.prediction_type)
                 student.scheduler_config = {**student.scheduler_config, "prediction_type": want}

@@ -31,12 +31,14 @@ PART = 256  # cached pairs per file
 class OneStep(DiffusionMethod):
     """One-step student regressing the teacher's DDIM noise->image map from a cache of trajectories."""
 
+    starts_as_teacher = False  # the teacher's one-step map is not what the student learns: it may predict v from the start
+
     @dataclass
     class Options:
         teacher_steps: int = field(default=64, metadata=_check(ge=1))  # DDIM steps that make the cached targets
         cache_size: int = field(default=4096, metadata=_check(gt=0))  # noise -> image pairs
         distance: Literal["l2", "l1"] = "l2"
-        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher, else the teacher's
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher near pure noise, else the teacher's
 
     @classmethod
     def plan(cls, options: "OneStep.Options", teacher) -> list[Round]:

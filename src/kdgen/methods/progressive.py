@@ -32,8 +32,10 @@ class Progressive(DiffusionMethod):
     class Options:
         from_steps: int = field(default=64, metadata=_check(ge=2))  # the teacher's DDIM steps the first round matches
         to_steps: int = field(default=4, metadata=_check(ge=1))  # the last round's student steps
-        weighting: Literal["truncated-snr", "snr+1", "none"] = "truncated-snr"
-        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher, else the teacher's
+        # auto: truncated-snr (max(SNR, 1), Salimans & Ho) for v/x students; snr (the epsilon-space error) for an epsilon
+        # student, whose x-space error near pure noise is its epsilon error times sigma/alpha
+        weighting: Literal["auto", "truncated-snr", "snr", "snr+1", "none"] = "auto"
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: the teacher's own (the student starts as the teacher)
 
     @classmethod
     def plan(cls, options: "Progressive.Options", teacher) -> list[Round]:
@@ -76,7 +78,10 @@ class Progressive(DiffusionMethod):
         # 3. the student's x_0 and the weighted loss
         x_hat, _ = self.student_schedule.to_x0_eps(self.student(z_t, t, labels), z_t, t)
         snr = (a_t / s_t).square()
-        w = {"truncated-snr": snr.clamp(min=1.0), "snr+1": snr + 1, "none": torch.ones_like(snr)}[self.options.weighting]
+        kind = self.options.weighting
+        if kind == "auto":
+            kind = "snr" if self.student_schedule.prediction_type == "epsilon" else "truncated-snr"
+        w = {"truncated-snr": snr.clamp(min=1.0), "snr": snr, "snr+1": snr + 1, "none": torch.ones_like(snr)}[kind]
         w = w.clamp(max=1e4)  # near t = 0 the SNR explodes; the paper's weighting caps it in practice too
         err = (x_hat - x_target).square().flatten(1).mean(1, keepdim=True).view_as(w)
         loss = (w * err).mean()
