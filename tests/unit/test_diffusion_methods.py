@@ -186,14 +186,14 @@ def test_class_conditional_teacher_is_distilled_with_labels():
     ("onestep", {"teacher_steps": 2, "cache_size": 16}),
 ])
 def test_epsilon_teacher_students_learn_and_handle_the_low_snr_end(name, opts, tmp_path):
-    """Near pure noise an epsilon net's x_0 = (x - s eps) / a blows up. A student that starts as the teacher keeps its
-    parameterisation (progressive weights its error in epsilon space); a one-step student predicts v (Salimans & Ho 2022)."""
+    """Near pure noise an epsilon net's x_0 = (x - s eps) / a blows up. A progressive student keeps the teacher's epsilon
+    output and weights its error in epsilon space; consistency and one-step students predict v (Salimans & Ho 2022)."""
     from kdgen.models.unet import DEFAULT_DDPM_SCHEDULE
 
     teacher = tiny_diffusion()
     teacher.scheduler_config = dict(DEFAULT_DDPM_SCHEDULE)  # 1000 linear betas: sqrt(alpha_cumprod) ends at 0.0064
     m = method_for(name, teacher, **opts)
-    want = "v_prediction" if name == "onestep" else "epsilon"
+    want = "epsilon" if name == "progressive" else "v_prediction"
     assert teacher.prediction_type == "epsilon" and m.student.prediction_type == want
     assert m.student_schedule.prediction_type == want and m.schedule.prediction_type == "epsilon"
     b = batch()

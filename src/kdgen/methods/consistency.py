@@ -44,6 +44,7 @@ class Consistency(DiffusionMethod):
     """Consistency distillation with an EMA target and the teacher's DDIM as ODE solver; 1- and multi-step (LCM) sampling."""
 
     sampler = "LCMScheduler"
+    keep_teacher_output = False  # measured: a v student beats an epsilon one from an epsilon teacher (see student_prediction)
 
     @dataclass
     class Options:
@@ -53,7 +54,7 @@ class Consistency(DiffusionMethod):
         distance: Literal["l2", "huber", "feature"] = "huber"
         huber_c: float = field(default=0.00054, metadata=_check(ge=0))  # c = huber_c * sqrt(pixels) (Song & Dhariwal 2023)
         features: str = "builtin:featnet-mnist5k"  # distance: feature - MSE between this net's features (an LPIPS stand-in)
-        student_prediction: PREDICTION_CHOICE = "auto"  # auto: the teacher's own (the student starts as the teacher)
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher near pure noise, else the teacher's
 
     @classmethod
     def plan(cls, options: "Consistency.Options", teacher) -> list[Round]:

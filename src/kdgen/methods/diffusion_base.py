@@ -45,22 +45,22 @@ def check_power_of_two(value: int, key: str) -> None:
         raise KdgenError(f"{key}={value} is not a power of two; progressive distillation halves the steps each round (e.g. 64, 32, ..., 1)")
 
 
-def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str = "auto", *, starts_as_teacher: bool = True) -> str:
+def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str = "auto", *, keep_teacher_output: bool = True) -> str:
     """What the few-step student predicts.
 
     Near pure noise an epsilon net's x_0 = (x - s eps) / a carries its error times 1/a (156x at the end of DDPM's
-    linear schedule); Salimans & Ho (2022) distil into v- or x-prediction for that reason. But a student that
-    starts as the teacher (progressive, consistency) loses its start when its output changes meaning: measured on
-    an epsilon mnist5k DDPM, v-students initialised from it scored FID 120 (progressive, 4 steps) and 32
-    (consistency) where the teacher's own 4-step DDIM scores 24 (benchmarks/RESULTS.md, diffusion_epsilon_v).
-    `auto` therefore keeps the teacher's parameterisation for such students and handles the low-SNR end in the
-    loss (an epsilon-space weight) and in sampling (x_0 clipped); a one-step student, which learns a new map
-    anyway, predicts v."""
+    linear schedule); Salimans & Ho (2022) distil into v- or x-prediction for that reason. But the student starts
+    as the teacher, and a student whose output changes meaning loses that start. Measured on an epsilon mnist5k
+    DDPM (benchmarks/RESULTS.md, diffusion_epsilon and diffusion_epsilon_v_prediction; the teacher's own 4-step
+    DDIM scores FID 23.7):
+        progressive, 4 steps:  epsilon student 19.0, v student 119.8  -> keeps the teacher's output
+        consistency, 4 steps:  epsilon student 53.6, v student 31.7 (1 step: 2057 vs 28.6)  -> predicts v
+    `auto` follows those figures through each method's `keep_teacher_output`; a one-step student predicts v."""
     a_last = float(schedule.alphas_cumprod[-1].sqrt())
     low_snr_eps = teacher.prediction_type == "epsilon" and a_last < 0.1
     if asked == "auto":
-        return "v_prediction" if low_snr_eps and not starts_as_teacher else teacher.prediction_type
-    if asked == "epsilon" and low_snr_eps and not starts_as_teacher:
+        return "v_prediction" if low_snr_eps and not keep_teacher_output else teacher.prediction_type
+    if asked == "epsilon" and low_snr_eps and not keep_teacher_output:
         log.warning("the student predicts epsilon, and the teacher's schedule ends at sqrt(alpha_cumprod) = %.1e, where its x_0 "
                     "errors are multiplied by %.0f; student_prediction: auto (v-prediction) is the stable choice", a_last, 1 / a_last)
     return asked
@@ -72,7 +72,7 @@ class DiffusionMethod(DistillationMethod):
     sampler = "DDIMScheduler"  # how the student is sampled (and saved for diffusers)
     needs_data = True
     changes_steps = True  # progressive, consistency, onestep: the student learns the teacher's *guided* multi-step map
-    starts_as_teacher = True  # the student begins as (a copy of) the teacher's map; onestep learns a new one
+    keep_teacher_output = True  # an epsilon teacher's student keeps predicting epsilon (see student_prediction)
 
     def __init__(self, options: Any, *, student: DiffusionModel, teacher: DiffusionModel, round: Round):
         super().__init__()
@@ -87,7 +87,7 @@ class DiffusionMethod(DistillationMethod):
         self.schedule = Schedule(teacher.scheduler_config)  # reads the teacher's outputs
         if self.changes_steps:
             want = student_prediction(teacher, self.schedule, getattr(options, "student_prediction", "auto"),
-                                      starts_as_teacher=self.starts_as_teacher)
+                                      keep_teacher_output=self.keep_teacher_output)
             if want != student.prediction_type:  # the student's own parameterisation, on the teacher's betas
                 log.info("the %s student predicts %s (the teacher predicts %s)", type(self).__name__.lower(), want, teacher.prediction_type)
                 student.scheduler_config = {**student.scheduler_config, "prediction_type": want}

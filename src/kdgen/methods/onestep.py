@@ -31,7 +31,7 @@ PART = 256  # cached pairs per file
 class OneStep(DiffusionMethod):
     """One-step student regressing the teacher's DDIM noise->image map from a cache of trajectories."""
 
-    starts_as_teacher = False  # the teacher's one-step map is not what the student learns: it may predict v from the start
+    keep_teacher_output = False  # the teacher's one-step map is not what the student learns: it predicts v from the start
 
     @dataclass
     class Options:

@@ -35,7 +35,7 @@ class Progressive(DiffusionMethod):
         # auto: truncated-snr (max(SNR, 1), Salimans & Ho) for v/x students; snr (the epsilon-space error) for an epsilon
         # student, whose x-space error near pure noise is its epsilon error times sigma/alpha
         weighting: Literal["auto", "truncated-snr", "snr", "snr+1", "none"] = "auto"
-        student_prediction: PREDICTION_CHOICE = "auto"  # auto: the teacher's own (the student starts as the teacher)
+        student_prediction: PREDICTION_CHOICE = "auto"  # auto: the teacher's own (measured best for progressive)
 
     @classmethod
     def plan(cls, options: "Progressive.Options", teacher) -> list[Round]:
