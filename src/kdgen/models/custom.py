@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import logging
 import os
 import sys
@@ -340,7 +339,3 @@ def load_class_model(folder: Path, meta: dict[str, Any]) -> nn.Module:
     if meta.get("face"):
         set_face(module, Face.from_dict(meta["face"]))
     return module
-
-
-def describe(meta: dict[str, Any]) -> str:
-    return json.dumps({k: meta[k] for k in ("class", "args") if k in meta})
