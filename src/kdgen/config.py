@@ -66,6 +66,9 @@ class TeacherConfig:
 class StudentConfig:
     width: float = field(default=0.25, metadata=_check(gt=0, le=1))
     init: Literal["random", "prune"] = "prune"
+    # auto: kdgen's families shrink by their own width args (the DCGAN, the UNet config); anything else is torch-pruned.
+    # pruned: torch-pruning from the teacher for every model (a diffusers UNet too)
+    structure: Literal["auto", "pruned"] = "auto"
     layers_per_block: int | None = field(default=None, metadata=_check(ge=1))  # diffusion UNets: resnets per stage; None: the teacher's
     attention: bool = True  # diffusion UNets: false removes the attention blocks
     family: str | None = None  # classifiers: the student's family (mlp, cnn, resnet, featnet); None: the teacher's

@@ -142,7 +142,7 @@ def pick_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> 
     elif s.class_ is not None:
         student = class_student(s, face)
     else:
-        student = derived_student(teacher, face, width=s.width, init=s.init, seed=cfg.train.seed)
+        student = derived_student(teacher, face, width=s.width, init=s.init, seed=cfg.train.seed, structure=s.structure)
     check_saveable(student, "student")
     return student
 
@@ -289,8 +289,20 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Resu
         load_feature_extractor(cfg.eval.features, channels=teacher.channels)  # a bad eval.features fails now, not after training
     dataset = run_dataset(cfg, image_size=teacher.image_size, channels=teacher.channels)
     s = cfg.student
-    student, init_counts = build_diffusion_student(teacher, width=s.width, layers_per_block=s.layers_per_block, attention=s.attention,
-                                                   init=s.init, seed=cfg.train.seed)
+    if s.structure == "pruned":  # torch-pruning from the teacher's own UNet
+        from .models.resolve import reinitialise
+        from .models.unet import prune_unet
+
+        if s.layers_per_block is not None or not s.attention:
+            raise KdgenError("student.structure=pruned keeps the teacher's blocks and attention and prunes channels; remove "
+                             "student.layers_per_block and student.attention (or use student.structure=auto)")
+        student = prune_unet(teacher, width=s.width, seed=cfg.train.seed)
+        if s.init == "random":
+            reinitialise(student.unet, cfg.train.seed)
+        init_counts = {"pruned": "torch-pruning", "init": s.init}
+    else:
+        student, init_counts = build_diffusion_student(teacher, width=s.width, layers_per_block=s.layers_per_block,
+                                                       attention=s.attention, init=s.init, seed=cfg.train.seed)
     if s.width < 1 and "structural" not in opts:
         log.warning("student.width=%s: the UNet is narrower than the teacher but no 'structural' loss trains its features; "
                     "set student.width=1.0 for a same-size student, or add methods.structural", s.width)

@@ -324,3 +324,14 @@ def test_non_square_generators_are_refused_with_a_sentence():
 
     with pytest.raises(KdgenError, match="8x16; kdgen's data, metrics and students work on square images"):
         kdgen.Generator(Wide(), z_shape=(4,))
+
+
+def test_structure_pruned_sends_the_builtin_gan_through_torch_pruning(tmp_path, monkeypatch, capsys):
+    """student.structure=pruned: the open-door path from a recipe (kdgen's own family, pruned like any class)."""
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml", *fast(tmp_path / "run"),
+                           "student.structure=pruned", "eval.enabled=false")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "run" / "student" / "model.json").read_text())
+    assert meta["family"] == "class" and meta["class"] == "kdgen.models.gan:DCGANGenerator"
+    student = kdgen.load_model(tmp_path / "run" / "student")
+    assert student.blocks[0][0].out_channels == 64  # 256 * 0.25, as the family's own width=0.25 gives

@@ -35,7 +35,7 @@ HUB_WEIGHTS = "hub"  # teacher.weights: hub -> the architecture's pretrained wei
 # layer attributes that say a layer's channel counts (torch.nn, diffusers, timm): re-applied with the shapes
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "num_channels",
                "num_groups", "normalized_shape", "num_embeddings", "embedding_dim", "heads", "inner_dim", "embed_dim", "kdim",
-               "vdim", "num_heads", "head_dim", "hidden_size", "dim")
+               "vdim", "num_heads", "head_dim", "hidden_size", "dim", "channels")
 
 
 def import_object(path: str) -> type[nn.Module]:
@@ -211,14 +211,21 @@ def _jsonable(v: Any) -> bool:
 
 def structure_of(module: nn.Module) -> dict[str, dict[str, Any]]:
     """Every layer's own parameter/buffer shapes and channel attributes (what pruning changes)."""
+    import warnings
+
     out: dict[str, dict[str, Any]] = {}
+    with warnings.catch_warnings():  # diffusers warns when a config value is read as an attribute
+        warnings.simplefilter("ignore")
+        return _structure_of(module, out)
+
+
+def _structure_of(module: nn.Module, out: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name, m in module.named_modules():
         tensors = {k: list(v.shape) for k, v in [*m._parameters.items(), *m._buffers.items()] if v is not None}
-        if not tensors:
-            continue
         attrs = {a: (list(v) if isinstance(v, tuple) else v) for a in SHAPE_ATTRS
                  if isinstance(v := getattr(m, a, None), (int, tuple)) and not isinstance(v, bool)}
-        out[name] = {"tensors": tensors, "attrs": attrs}
+        if tensors or attrs:  # a block without tensors of its own may still keep channel counts (diffusers' Downsample2D)
+            out[name] = {"tensors": tensors, "attrs": attrs}
     return out
 
 

@@ -69,6 +69,9 @@ def prune_student(teacher: nn.Module, face: Face, *, width: float, seed: int = 0
                              "(student.class / student=) instead") from None
         with torch.no_grad():
             got = student(x).shape
+        if sum(p.numel() for p in student.parameters()) >= sum(p.numel() for p in teacher.parameters()):
+            raise KdgenError(f"torch-pruning removed no channel from {type(teacher).__name__} at student.width={width}; give a "
+                             "student (student.class / student=) instead")
         if got != want:
             raise KdgenError(f"pruning changed {type(teacher).__name__}'s output from {tuple(want)} to {tuple(got)}; give a student "
                              "(student.class / student=) instead")

@@ -126,24 +126,31 @@ def check_student_face(module: nn.Module, face: Face, teacher_face: Face) -> nn.
     return module.train().requires_grad_(True)
 
 
-def derived_student(teacher: nn.Module, face: Face, *, width: float, init: str, seed: int) -> nn.Module:
-    """The teacher pruned to `width` (torch-pruning): kdgen's width-scalable families build theirs from their args instead."""
+def derived_student(teacher: nn.Module, face: Face, *, width: float, init: str, seed: int, structure: str = "auto") -> nn.Module:
+    """The teacher pruned to `width` (torch-pruning); with structure=auto kdgen's width-scalable families build theirs
+    from their args instead."""
     from . import build_student
     from .prune import prune_student
 
     meta = getattr(teacher, "kdgen_meta", None)
-    if meta and meta.get("family") not in (None, "class") and any(k in meta.get("args", {}) for k in ("width", "base_width")):
+    own = meta and meta.get("family") not in (None, "class") and any(k in meta.get("args", {}) for k in ("width", "base_width"))
+    if own and structure == "auto":
         student, args = build_student(teacher, width=width, init=init, seed=seed)
         object.__setattr__(student, "kdgen_family", (meta["family"], args))
         set_face(student, face)
         return student
     student = prune_student(teacher, face, width=width, seed=seed)
     if init == "random":
-        torch.manual_seed(seed)
-        for m in student.modules():
-            if hasattr(m, "reset_parameters") and m is not student:
-                m.reset_parameters()
+        reinitialise(student, seed)
     return student
+
+
+def reinitialise(model: nn.Module, seed: int) -> None:
+    """Fresh weights in a (pruned) structure: every layer's own reset_parameters."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()
 
 
 def check_saveable(model: nn.Module, role: str) -> None:

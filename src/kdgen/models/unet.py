@@ -279,11 +279,14 @@ def load_diffusion(path: str | Path) -> DiffusionModel:
         raise KdgenError(f"'{unet_dir}' has a UNet config but no weights (diffusion_pytorch_model.safetensors); copy the weights beside it")
     if weights[0].endswith(".bin"):
         raise KdgenError(f"'{unet_dir}' holds pickled .bin weights; kdgen never unpickles - re-save it with save_pretrained(safe_serialization=True)")
+    meta = _read_json(folder / KDGEN_JSON, "kdgen sampling recipe") if (folder / KDGEN_JSON).is_file() else {}
     try:
-        unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True)
+        if meta.get("structure"):  # a torch-pruned UNet: its config builds the unpruned one, the structure re-shapes it
+            unet = _load_pruned_unet(unet_dir, meta["structure"])
+        else:
+            unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True)
     except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
         raise KdgenError(f"diffusers could not load the UNet in '{unet_dir}' ({str(e).splitlines()[0][:200]}); the folder is damaged") from None
-    meta = _read_json(folder / KDGEN_JSON, "kdgen sampling recipe") if (folder / KDGEN_JSON).is_file() else {}
     known = {"family", "steps", "sampler", "guidance_scale", "num_classes", "args"}
     extra = {k: v for k, v in meta.items() if k not in known}
     model = DiffusionModel(unet, sched, steps=meta.get("steps", 64), sampler=meta.get("sampler", "DDIMScheduler"),
@@ -291,6 +294,65 @@ def load_diffusion(path: str | Path) -> DiffusionModel:
     model.eval().requires_grad_(False)
     model.kdgen_path = folder  # type: ignore[attr-defined]
     return model
+
+
+def _load_pruned_unet(unet_dir: Path, structure: dict) -> nn.Module:
+    from diffusers import UNet2DModel
+
+    from ..io import load_state_dict_file
+    from .custom import apply_structure
+
+    unet = UNet2DModel.from_config(UNet2DModel.load_config(str(unet_dir)))
+    apply_structure(unet, structure)
+    unet.load_state_dict(load_state_dict_file(unet_dir / UNET_WEIGHTS))
+    return unet
+
+
+def prune_unet(teacher: "DiffusionModel", *, width: float, seed: int = 0) -> "DiffusionModel":
+    """The teacher's UNet with `width` of every dependency group's channels kept (torch-pruning, L1 importance, the
+    teacher's weights; Diff-Pruning, Fang et al. 2023, prunes diffusers UNets the same way). Attention keeps its head
+    count (each head loses channels alike); `conv_out` and the timestep embedding keep their outputs. diffusers'
+    blocks keep channel counts as attributes (Downsample2D asserts them), so those are set to the pruned shapes."""
+    import copy
+
+    import torch_pruning as tp
+
+    unet = copy.deepcopy(teacher.unet).cpu().eval().requires_grad_(True)  # DepGraph traces through autograd
+    before = sum(p.numel() for p in unet.parameters())
+    x = torch.randn(2, teacher.channels, teacher.image_size, teacher.image_size, generator=torch.Generator().manual_seed(seed))
+    t = torch.tensor([10, teacher.num_train_timesteps // 2])
+    example = {"sample": x, "timestep": t}
+    if teacher.num_classes is not None:
+        example["class_labels"] = torch.tensor([0, 1]) % teacher.num_classes
+    with torch.no_grad():
+        want = unet(**example).sample.shape
+    attn = [m for m in unet.modules() if type(m).__name__ == "Attention"]
+    heads = {lin: a.heads for a in attn for lin in (a.to_q, a.to_k, a.to_v)}
+    keep = [unet.conv_out, unet.time_embedding] + ([unet.class_embedding] if getattr(unet, "class_embedding", None) is not None else [])
+    try:
+        pruner = tp.pruner.MetaPruner(unet, example, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=1.0 - width,
+                                      ignored_layers=keep, num_heads=heads)
+        pruner.step()
+    except Exception as e:
+        raise KdgenError(f"torch-pruning could not prune this UNet ({type(e).__name__}: {e}); use student.structure=auto") from None
+    for m in unet.modules():  # the channel counts diffusers' blocks keep as attributes
+        kind = type(m).__name__
+        if kind in ("Downsample2D", "Upsample2D") and getattr(m, "conv", None) is not None:
+            m.channels, m.out_channels = m.conv.in_channels, m.conv.out_channels
+        elif kind == "ResnetBlock2D":
+            m.in_channels, m.out_channels = m.conv1.in_channels, m.conv2.out_channels
+        elif kind == "Attention":
+            m.inner_dim = m.to_q.out_features
+    with torch.no_grad():
+        got = unet(**example).sample.shape
+    if got != want:
+        raise KdgenError("pruning changed the UNet's output shape; use student.structure=auto")
+    if width < 1 and sum(p.numel() for p in unet.parameters()) >= before:
+        raise KdgenError(f"torch-pruning removed no channel from this UNet at student.width={width}; use student.structure=auto")
+    extra = {"pruned": "torch-pruning", **({"null_class": teacher.null_class} if teacher.null_class is not None else {})}
+    student = DiffusionModel(unet, teacher.scheduler_config, steps=teacher.steps, sampler="DDIMScheduler",
+                             guidance_scale=teacher.guidance_scale, num_classes=teacher.num_classes, extra=extra)
+    return student.train().requires_grad_(True)
 
 
 def _load_hub(repo: str) -> DiffusionModel:
@@ -313,9 +375,15 @@ def save_diffusion(model: DiffusionModel, folder: str | Path, *, extra: dict[str
     from .. import __version__
     from ..io import atomic_write_text, swapped_folder
 
+    meta = {**model.meta(), **(extra or {}), "kdgen_version": __version__}
+    if model.extra.get("pruned"):  # the config builds the unpruned UNet: record every layer whose shapes differ from it
+        from diffusers import UNet2DModel
+
+        from .custom import structure_diff
+
+        meta["structure"] = structure_diff(model.unet, UNet2DModel.from_config(model.unet.config))
     with swapped_folder(Path(folder)) as tmp:
         model.unet.save_pretrained(str(tmp), safe_serialization=True)
         model.make_scheduler().save_pretrained(str(tmp))
-        meta = {**model.meta(), **(extra or {}), "kdgen_version": __version__}
         atomic_write_text(tmp / KDGEN_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return Path(folder)
