@@ -154,11 +154,50 @@ def plain_loop(teacher: nn.Module, student: nn.Module, data: torch.Tensor, steps
     return (time.perf_counter() - t0) / steps
 
 
+def unet(args) -> dict:
+    """The shipped DDPM's UNet at width 0.5: its config path (student.structure=auto) against torch-pruning (pruned),
+    both by the structural recipe, trained at once in two one-thread processes, then measured by kdgen.evaluate."""
+    import json
+    import os
+    import subprocess
+
+    out = Path(args.out)
+    procs = {}
+    for name in ("auto", "pruned"):
+        run = out / f"unet-{name}"
+        if (run / "student" / "kdgen.json").is_file():
+            continue
+        extra = ["student.structure=pruned", "student.attention=true"] if name == "pruned" else []
+        cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:])", "configs/diffusion/mnist5k-structural.yaml",
+               f"out={run}", "eval.enabled=false", *extra, *args.extra]
+        run.mkdir(parents=True, exist_ok=True)
+        procs[name] = (subprocess.Popen(cmd, stdout=open(run.parent / f"unet-{name}.log", "w"), stderr=subprocess.STDOUT,
+                                        env={**os.environ, "OMP_NUM_THREADS": "1"}), time.perf_counter())
+    for name, (p, t0) in procs.items():
+        if p.wait() != 0:
+            raise SystemExit(f"unet-{name} failed; see {out / f'unet-{name}.log'}")
+    rows = {}
+    samples = 200 if args.quick else 2000
+    for name in ("auto", "pruned"):
+        for steps in (64, 16):
+            r = kdgen.evaluate(out / f"unet-{name}" / "student", [f"eval.num_samples={samples}", "eval.seeds=[0]", "eval.latency_repeats=5"],
+                               steps=steps, out=out / "unet-eval" / f"{name}-{steps}")
+            rows[(name, steps)] = r.metrics["model"]
+        rows[(name, "train")] = json.loads((out / f"unet-{name}" / "metrics.json").read_text())["train"]
+    t = {}
+    for steps in (64, 16):
+        r = kdgen.evaluate("builtin:ddpm-mnist5k", [f"eval.num_samples={samples}", "eval.seeds=[0]", "eval.latency_repeats=5"], steps=steps,
+                           out=out / "unet-eval" / f"teacher-{steps}")
+        t[steps] = r.metrics["model"]
+    rows["teacher"] = t
+    return rows
+
+
 def fid(m: dict) -> str:
     return f"{m['fid']:.2f} ± {m['fid_std']:.2f}"
 
 
-def report(door: dict | None, res: dict | None, ovh: dict | None, args, wall: dict[str, float]) -> dict[str, str]:
+def report(door: dict | None, res: dict | None, ovh: dict | None, args, wall: dict[str, float], unet_rows: dict | None = None) -> dict[str, str]:
     """One RESULTS.md section per question, each with its own header (the parts may run in separate processes)."""
     quick = " --quick" if args.quick else ""
     parts = {}
@@ -228,6 +267,27 @@ def report(door: dict | None, res: dict | None, ovh: dict | None, args, wall: di
             "", f"- target: ≤ 1.10× the plain loop: {k / p:.3f}× — {'met' if k / p <= 1.10 else 'missed'}.",
         ]
         parts["overhead"] = "\n".join(lines)
+    if unet_rows:
+        t = unet_rows["teacher"]
+        lines = [
+            "## Your model in (issue 12), 4: a diffusers UNet pruned by torch-pruning", "",
+            header(f"python benchmarks/own_model.py --only unet{quick}", wall["unet"]),
+            "The shipped `builtin:ddpm-mnist5k` UNet at width 0.5 by `configs/diffusion/mnist5k-structural.yaml` (output + block "
+            "features, the teacher's sampler): `student.structure=auto` builds a narrower UNet from the teacher's config "
+            "(leading-channel init), `student.structure=pruned` prunes the teacher's own UNet with torch-pruning (L1 group "
+            f"importance). FID in kdgen's mnist5k feature space, {200 if args.quick else 2000} samples from seed 0's noise vs the 500 held-out test images.", "",
+            "| student | DDIM steps | FID | FID / teacher at those steps | params | MACs / image |", "|---|---:|---:|---:|---:|---:|",
+        ]
+        for steps in (64, 16):
+            lines.append(f"| teacher | {steps} | {t[steps]['fid']:.2f} | 1.00 | {t[steps]['params']:,} | {t[steps]['macs'] / 1e6:,.1f} M |")
+            for name in ("auto", "pruned"):
+                m = unet_rows[(name, steps)]
+                lines.append(f"| structure={name} | {steps} | {m['fid']:.2f} | {m['fid'] / t[steps]['fid']:.2f} | {m['params']:,} | "
+                             f"{m['macs'] / 1e6:,.1f} M |")
+        a, p = unet_rows[("auto", 16)], unet_rows[("pruned", 16)]
+        lines += ["", f"- at 16 steps the pruned student scores {p['fid']:.2f} against the config path's {a['fid']:.2f} "
+                      f"({p['fid'] / a['fid']:.2f}×) at {p['macs'] / a['macs']:.2f}× its MACs."]
+        parts["unet"] = "\n".join(lines)
     return parts
 
 
@@ -235,7 +295,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny steps and samples: checks the script, not the numbers")
     ap.add_argument("--write", action="store_true", help="with --quick: still write RESULTS.md")
-    ap.add_argument("--only", nargs="*", choices=["door", "residual", "overhead"])
+    ap.add_argument("--only", nargs="*", choices=["door", "residual", "overhead", "unet"])
     ap.add_argument("--out", default="runs/bench-own")
     ap.add_argument("--teacher-steps", type=int, default=3000)
     ap.add_argument("--residual-width", type=float, default=0.25)
@@ -249,14 +309,14 @@ def main() -> None:
         args.extra = ["train.steps=20"]
         args.teacher_steps, args.overhead_steps, args.repeats = 20, 10, 2
     torch.set_num_threads(1)
-    only = set(args.only or ["door", "residual", "overhead"])
+    only = set(args.only or ["door", "residual", "overhead", "unet"])
     wall, done = {}, {}
-    for part, fn in (("door", open_door), ("residual", residual), ("overhead", overhead)):
+    for part, fn in (("door", open_door), ("residual", residual), ("overhead", overhead), ("unet", unet)):
         if part in only:
             t0 = time.perf_counter()
             done[part] = fn(args)
             wall[part] = time.perf_counter() - t0
-    parts = report(done.get("door"), done.get("residual"), done.get("overhead"), args, wall)
+    parts = report(done.get("door"), done.get("residual"), done.get("overhead"), args, wall, done.get("unet"))
     for part, body in parts.items():
         if not args.quick or args.write:
             write_section(f"own_model_{part}", body)

@@ -224,8 +224,8 @@ def test_a_class_defined_in_main_is_refused_before_training(tmp_path):
     script.write_text(
         "import torch, kdgen\n"
         "class G(torch.nn.Module):\n"
-        "    def __init__(self):\n        super().__init__(); self.c = torch.nn.ConvTranspose2d(8, 1, 28)\n"
-        "    def forward(self, z):\n        return torch.tanh(self.c(z.view(-1, 8, 1, 1)))\n"
+        "    def __init__(self):\n        super().__init__(); self.c = torch.nn.ConvTranspose2d(8, 16, 28); self.o = torch.nn.Conv2d(16, 1, 1)\n"
+        "    def forward(self, z):\n        return torch.tanh(self.o(self.c(z.view(-1, 8, 1, 1))))\n"
         "try:\n"
         f"    kdgen.distill(None, ['out={tmp_path / 'r'}', 'methods={{output: {{}}}}'], teacher=kdgen.Generator(G(), z_shape=(8,)))\n"
         "except kdgen.KdgenError as e:\n    print('REFUSED', e)\n")
