@@ -148,16 +148,18 @@ class Classifier(_Wrapped):
 # --------------------------------------------------------------------------- probing and inference
 
 
+STATED = "check the face you stated (z_shape / input_shape)"
+
+
 @torch.no_grad()
-def _probe(module: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+def _probe(module: nn.Module, x: torch.Tensor, what: str, fix: str = STATED) -> torch.Tensor:
     was = module.training
     module.eval()
     try:
         p = next(module.parameters(), None)
         out = module(x.to(p.device) if p is not None else x)
     except Exception as e:  # the user's forward: any failure is a shape/contract problem to name
-        raise KdgenError(f"{type(module).__name__} failed on {what} of shape {tuple(x.shape)} ({type(e).__name__}: {e}); "
-                         "check the face you stated (z_shape / input_shape)") from None
+        raise KdgenError(f"{type(module).__name__} failed on {what} of shape {tuple(x.shape)} ({type(e).__name__}: {e}); {fix}") from None
     finally:
         module.train(was)
     if isinstance(out, (tuple, list)):
@@ -177,8 +179,8 @@ def probe_generator(module: nn.Module, z_shape: tuple[int, ...]) -> tuple[int, i
     return tuple(int(s) for s in out.shape[1:])  # type: ignore[return-value]
 
 
-def probe_classifier(module: nn.Module, image_shape: tuple[int, ...]) -> int:
-    out = _probe(module, torch.zeros(2, *image_shape), "images")
+def probe_classifier(module: nn.Module, image_shape: tuple[int, ...], fix: str = STATED) -> int:
+    out = _probe(module, torch.zeros(2, *image_shape), "images", fix)
     if out.dim() != 2:
         raise KdgenError(f"{type(module).__name__} maps images {tuple(image_shape)} to shape {tuple(out.shape[1:])}; "
                          "a classifier must return logits [n, K]")

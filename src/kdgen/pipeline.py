@@ -229,11 +229,9 @@ def _classifier_face_from_data(cfg: RunConfig, teacher: nn.Module, face: Face) -
         if not size or not ch:
             raise KdgenError("this classifier states no input shape and the data gives none; set data.image_size and data.channels")
         shape = (ch, size, size)
-    try:
-        k = probe_classifier(teacher, shape)
-    except KdgenError as e:  # the shape came from the data, not from the user: say which keys set it
-        raise KdgenError(f"the teacher does not take the data's images {tuple(shape)} ({str(e).split(' (', 1)[-1].split('); check')[0]}); "
-                         "set data.channels and data.image_size to what it takes, or state it: kdgen.Classifier(net, input_shape=(C, H, W))") from None
+    # the shape came from the data, not from the user: the fix names the keys that set it
+    k = probe_classifier(teacher, shape, fix="the shape is the data's: set data.channels and data.image_size to what the teacher "
+                                             "takes, or state it with kdgen.Classifier(net, input_shape=(C, H, W))")
     face = Face("classifier", image_shape=tuple(shape), num_classes=face.num_classes or k)
     set_face(teacher, face)
     return face

@@ -204,6 +204,8 @@ def test_classifier_of_a_users_class_with_a_torch_dataset_from_python(tmp_path):
     (lambda: kdgen.distill(None, ["teacher.class=own_models:ResidualGenerator", "teacher.path=null", "teacher.face=generator"]),
      r"needs teacher.z_shape"),
     (lambda: kdgen.distill(None, ["train.steps=1"], data=[1, 2, 3]), r"item 0 of the dataset has image int"),
+    (lambda: kdgen.distill(None, ["methods={hinton: {}}", "data.name=digits"], teacher=kdgen.Classifier(TinyClassifier(channels=3))),
+     r"failed on images of shape \(2, 1, 8, 8\).*the shape is the data's: set data.channels and data.image_size"),
 ])
 def test_refusals_are_sentences(call, pattern, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

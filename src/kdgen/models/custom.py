@@ -87,16 +87,7 @@ def _torchvision(name: str) -> Callable[..., nn.Module]:
         raise KdgenError(f"torchvision has no model '{name}'" + (f" (did you mean {', '.join(hint)}?)" if hint else "")
                          + "; see torchvision.models.list_models()")
 
-    def build(*, weights: str | None = None, **args):
-        try:
-            return torchvision.models.get_model(name, weights=weights, **args)
-        except (OSError, RuntimeError) as e:  # urllib errors are OSErrors
-            if weights is None:
-                raise
-            raise KdgenError(f"torchvision could not fetch the pretrained '{name}' weights ({type(e).__name__}); this needs "
-                             "internet - give a local weights file instead") from None
-
-    return build
+    return _fetching("torchvision", name, lambda weights, **args: torchvision.models.get_model(name, weights=weights, **args))
 
 
 def _timm(name: str) -> Callable[..., nn.Module]:
@@ -107,13 +98,19 @@ def _timm(name: str) -> Callable[..., nn.Module]:
     if not timm.is_model(name):
         raise KdgenError(f"timm has no model '{name}'; see timm.list_models()")
 
+    return _fetching("timm", name, lambda weights, **args: timm.create_model(name, pretrained=weights is not None, **args))
+
+
+def _fetching(hub: str, name: str, make: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """A stock builder whose failure to fetch pretrained weights (offline: an OSError such as URLError) is a sentence."""
+
     def build(*, weights: str | None = None, **args):
         try:
-            return timm.create_model(name, pretrained=weights is not None, **args)
+            return make(weights, **args)
         except (OSError, RuntimeError) as e:
             if weights is None:
                 raise
-            raise KdgenError(f"timm could not fetch the pretrained '{name}' weights ({type(e).__name__}); this needs "
+            raise KdgenError(f"{hub} could not fetch the pretrained '{name}' weights ({type(e).__name__}); this needs "
                              "internet - give a local weights file instead") from None
 
     return build
