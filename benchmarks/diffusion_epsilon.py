@@ -31,7 +31,9 @@ SCHEDULER = ("model.args.scheduler={num_train_timesteps: 1024, beta_schedule: li
              "prediction_type: epsilon, clip_sample: true}")
 TEACHER_STEPS = (64, 32, 16, 8, 4)
 STUDENTS = {  # name: (recipe, overrides, sampling steps measured)
-    "progressive": ("configs/diffusion/mnist5k-progressive.yaml", ["methods.progressive.to_steps=4"], (8, 4)),
+    # from the teacher's best step count (32), three halvings of 1,000 steps each
+    "progressive": ("configs/diffusion/mnist5k-progressive.yaml",
+                    ["methods.progressive.from_steps=32", "methods.progressive.to_steps=4", "train.steps=1000"], (8, 4)),
     "consistency": ("configs/diffusion/mnist5k-consistency.yaml", ["methods.consistency.steps=4"], (4, 2, 1)),
 }
 

@@ -230,6 +230,8 @@ def _check_limits(value: Any, limits: dict[str, float], key: str) -> None:
         return
     values = value if isinstance(value, list) else [value]
     for v in values:
+        if isinstance(v, str):  # a keyword such as "auto" beside the numbers
+            continue
         if isinstance(v, float) and not math.isfinite(v):
             raise KdgenError(f"config key '{key}' is {v}; give a finite number")
         if "gt" in limits and not v > limits["gt"]:

@@ -282,7 +282,7 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Resu
     order = sorted(opts, key=lambda n: n != "structural")  # structural first: a smaller UNet, then fewer steps
     if not order:
         raise KdgenError("no methods given; name one of progressive, consistency, onestep, structural (see `kdgen methods`)")
-    plan = [(name, rnd) for name in order for rnd in METHODS.get(name).plan(opts[name], teacher)]
+    plan = [(name, rnd) for name in order for rnd in METHODS.get(name).rounds(opts[name], teacher, cfg.train.steps)]
     if cfg.eval.enabled:
         load_feature_extractor(cfg.eval.features, channels=teacher.channels)  # a bad eval.features fails now, not after training
     dataset = run_dataset(cfg, image_size=teacher.image_size, channels=teacher.channels)
@@ -316,7 +316,8 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Resu
         else:
             method = METHODS.get(name)(opts[name], student=student, teacher=round_teacher, round=rnd)
             data = method.prepare_data(dataset, folder)
-            trained = make_trainer(method, data, cfg, folder).fit(resume=resume and (folder / "state" / "last.pt").is_file())
+            trainer = make_trainer(method, data, cfg, folder, steps=rnd.train_steps)
+            trained = trainer.fit(resume=resume and (folder / "state" / "last.pt").is_file())
             trained_student = trained.student  # every process goes on to the next round with it
             if is_main:
                 save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps})
@@ -324,7 +325,8 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Resu
             seconds += trained.seconds
             rounds.append({"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps, "steps": rnd.student_steps,
                            "seconds": round(trained.seconds, 1), "train_steps": trained.step})
-        round_teacher = trained_student
+        if not rnd.convert:  # a converted student re-expresses its teacher; the teacher stays the next round's
+            round_teacher = trained_student
         student = copy.deepcopy(trained_student).train().requires_grad_(True)
     if not is_main:
         return Result(out)

@@ -44,10 +44,10 @@ def task_config(config: Any, overrides: list[str] | None, task: str) -> RunConfi
     return cfg
 
 
-def make_trainer(method, dataset, cfg: RunConfig, out: Path) -> Trainer:
+def make_trainer(method, dataset, cfg: RunConfig, out: Path, *, steps: int | None = None) -> Trainer:
     t = cfg.train
     return Trainer(
-        method, dataset, out_dir=out, steps=t.steps, lr=t.lr, d_lr=t.d_lr, betas=tuple(t.betas), batch_size=cfg.data.batch_size,
+        method, dataset, out_dir=out, steps=t.steps if steps is None else steps, lr=t.lr, d_lr=t.d_lr, betas=tuple(t.betas), batch_size=cfg.data.batch_size,
         ema=t.ema, grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
         sample_every=t.sample_every, seed=t.seed, workers=cfg.data.workers, lr_schedule=t.lr_schedule,
     )

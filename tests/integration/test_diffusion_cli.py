@@ -132,6 +132,9 @@ def test_bare_epsilon_unet_through_every_step_method(bare_epsilon_unet, method, 
     assert student.prediction_type == want and student.num_train_timesteps == 1000  # on the teacher's betas
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["teacher"]["sampling_steps"] == 4 and m["student"]["fid"] > 0
+    # the consistency student first learns the teacher as a v model (train.steps // 2 steps), then distils
+    converts = [r for r in m["train"]["rounds"] if r["round"].startswith("convert-")]
+    assert [(r["round"], r["train_steps"]) for r in converts] == ([("convert-v_prediction", 1)] if method == "consistency" else [])
 
 
 def test_torch_pruned_unet_student_trains_reloads_and_exports(ddpm_teacher, tmp_path, monkeypatch, capsys):

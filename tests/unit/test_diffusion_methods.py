@@ -206,3 +206,49 @@ def test_epsilon_teacher_students_learn_and_handle_the_low_snr_end(name, opts, t
     other = "epsilon" if want == "v_prediction" else "v_prediction"
     forced = method_for(name, teacher, **opts, student_prediction=other)  # asked for: kept
     assert forced.student.prediction_type == other
+
+def test_a_student_that_changes_parameterisation_first_gets_a_conversion_round():
+    """An epsilon teacher's consistency student predicts v; before its own round it learns the teacher's (clipped)
+    denoiser as v, at every timestep, and that round does not replace the teacher."""
+    from kdgen.models.unet import DEFAULT_DDPM_SCHEDULE
+
+    teacher = tiny_diffusion()
+    teacher.scheduler_config = dict(DEFAULT_DDPM_SCHEDULE)
+    cls = METHODS.get("consistency")
+    options = parse_methods({"consistency": {"solver_steps": 8, "steps": 2}})["consistency"]
+    convert, main = cls.rounds(options, teacher, train_steps=40)
+    assert convert.convert and convert.train_steps == 20 and convert.name == "convert-v_prediction"
+    assert not main.convert and main.train_steps is None and main.student_steps == 2
+    assert len(cls.rounds(parse_methods({"consistency": {"solver_steps": 8, "convert_steps": 0}})["consistency"], teacher, 40)) == 1
+    # progressive keeps epsilon by default (no conversion); asked for v, it converts first
+    prog = METHODS.get("progressive")
+    assert [r.convert for r in prog.rounds(parse_methods({"progressive": {"from_steps": 8, "to_steps": 4}})["progressive"], teacher, 40)] == [False]
+    asked = parse_methods({"progressive": {"from_steps": 8, "to_steps": 4, "student_prediction": "v_prediction", "convert_steps": 7}})
+    assert [(r.convert, r.train_steps) for r in prog.rounds(asked["progressive"], teacher, 40)] == [(True, 7), (False, None)]
+    # a v-prediction teacher needs none
+    assert len(cls.rounds(options, tiny_diffusion(), 40)) == 1
+
+    student = build_diffusion_student(teacher, width=1.0, layers_per_block=None, attention=True, init="prune", seed=0)[0]
+    m = cls(options, student=student.train().requires_grad_(True), teacher=teacher, round=convert)
+    assert m.student.prediction_type == "v_prediction"
+    b = batch()
+    before = loss_at(m, b)
+    fit(m, b, 30)
+    assert loss_at(m, b) < before
+    # what it learns: the teacher's x_0, clipped as its sampler clips it; near pure noise the epsilon output read as v is far off
+    x0 = b["image"]
+    for t in (999, 900):
+        tt = torch.full((16,), t)
+        x_t = m.schedule.add_noise(x0, torch.randn_like(x0), tt)
+        with torch.no_grad():
+            want = m.schedule.to_x0_eps(teacher(x_t, tt), x_t, tt)[0].clamp(-1, 1)
+            got = m.student_schedule.to_x0_eps(m.student(x_t, tt), x_t, tt)[0]
+            untrained = m.student_schedule.to_x0_eps(teacher(x_t, tt), x_t, tt)[0]  # the epsilon output read as v
+        assert (got - want).square().mean() < (untrained - want).square().mean()
+
+
+def test_bad_convert_steps_is_a_sentence():
+    with pytest.raises(KdgenError, match="convert_steps"):
+        parse_methods({"consistency": {"convert_steps": -1}})
+    with pytest.raises(KdgenError, match="convert_steps"):
+        parse_methods({"consistency": {"convert_steps": "often"}})

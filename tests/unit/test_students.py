@@ -24,15 +24,38 @@ def test_width_shrinks_params_and_macs_quadratically():
     assert count_params(s) < count_params(t) / 4
 
 
-def test_prune_keeps_the_largest_l1_channels():
+def _columns(w_s, w_t, dim):
+    """Which teacher channel each student channel along `dim` is (asserting it is one)."""
+    return [next(j for j in range(w_t.shape[dim]) if torch.equal(w_s.select(dim, i), w_t.select(dim, j))) for i in range(w_s.shape[dim])]
+
+
+def test_prune_init_is_the_largest_l1_subnetwork_of_the_teacher():
+    """torch-pruning (the path every user model takes) cuts the family's own narrower config out of the teacher."""
     t = _teacher()
     s, _ = build_student(t, width=0.5, init="prune")
     w_t = t.blocks[0][0].weight  # ConvTranspose2d: [in, out, k, k]
-    keep = torch.sort(torch.topk(w_t.abs().sum(dim=(0, 2, 3)), s.blocks[0][0].weight.shape[1]).indices).values
-    assert torch.equal(s.blocks[0][0].weight, w_t[:, keep])
-    assert torch.equal(s.blocks[0][1].running_var, t.blocks[0][1].running_var[keep])
-    keep1 = torch.sort(torch.topk(t.blocks[1][0].weight[keep].abs().sum(dim=(0, 2, 3)), s.blocks[1][0].weight.shape[1]).indices).values
-    assert torch.equal(s.blocks[1][0].weight, t.blocks[1][0].weight[keep][:, keep1])
+    keep = _columns(s.blocks[0][0].weight, w_t, 1)
+    assert keep == sorted(keep) and len(keep) == w_t.shape[1] // 2
+    assert torch.equal(s.blocks[0][1].running_var, t.blocks[0][1].running_var[keep])  # its norm follows
+    dropped = [j for j in range(w_t.shape[1]) if j not in keep]
+    l1 = w_t.abs().sum(dim=(0, 2, 3))
+    assert l1[keep].mean() > l1[dropped].mean()
+    w1 = t.blocks[1][0].weight[keep]  # the next layer's inputs are the kept channels
+    keep1 = _columns(s.blocks[1][0].weight, w1, 1)
+    assert torch.equal(s.blocks[1][0].weight, w1[:, keep1])
+
+
+def test_prune_init_matches_the_family_config_at_any_width():
+    """The family rounds its widths where torch-pruning would floor them: the student still has the config's shapes."""
+    t = _teacher()
+    z = torch.randn(16, 16)
+    for width in (0.3, 0.2, 0.1):
+        s, args = build_student(t, width=width, init="prune")
+        fresh = build_model("dcgan-generator", args)
+        assert {k: v.shape for k, v in s.state_dict().items()} == {k: v.shape for k, v in fresh.state_dict().items()}
+        r, _ = build_student(t, width=width, init="random")
+        with torch.no_grad():
+            assert (s.eval()(z) - t(z)).abs().mean() < (r.eval()(z) - t(z)).abs().mean()
 
 
 def test_prune_at_full_width_reproduces_the_teacher():

@@ -55,6 +55,9 @@ class Consistency(DiffusionMethod):
         huber_c: float = field(default=0.00054, metadata=_check(ge=0))  # c = huber_c * sqrt(pixels) (Song & Dhariwal 2023)
         features: str = "builtin:featnet-mnist5k"  # distance: feature - MSE between this net's features (an LPIPS stand-in)
         student_prediction: PREDICTION_CHOICE = "auto"  # auto: v-prediction for an epsilon teacher near pure noise, else the teacher's
+        # a student predicting other than the teacher first learns the teacher's denoiser in its own terms for this many
+        # steps (auto: train.steps // 2; 0: never), a round of its own in RUN/rounds/convert-PREDICTION
+        convert_steps: int | Literal["auto"] = field(default="auto", metadata=_check(ge=0))
 
     @classmethod
     def plan(cls, options: "Consistency.Options", teacher) -> list[Round]:
@@ -96,7 +99,7 @@ class Consistency(DiffusionMethod):
         for e, p in zip(self.target.parameters(), self.student.parameters()):
             e.lerp_(p.detach(), 1 - mu)
 
-    def forward(self, batch: dict, phase: str):
+    def distill_step(self, batch: dict, phase: str):
         if self.training:
             self._update_target()  # the student after the previous optimizer step
         x0, labels = batch["image"], self.labels(batch)

@@ -38,6 +38,8 @@ class Round:
     name: str  # run sub-folder of this round's student, e.g. "steps-16"
     teacher_steps: int  # the teacher's DDIM steps this round imitates
     student_steps: int  # the student's sampling steps once trained
+    convert: bool = False  # a conversion round: same steps, the student learns the teacher's denoiser in its own parameterisation
+    train_steps: int | None = None  # this round's optimizer steps (None: train.steps)
 
 
 def check_power_of_two(value: int, key: str) -> None:
@@ -45,7 +47,8 @@ def check_power_of_two(value: int, key: str) -> None:
         raise KdgenError(f"{key}={value} is not a power of two; progressive distillation halves the steps each round (e.g. 64, 32, ..., 1)")
 
 
-def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str = "auto", *, keep_teacher_output: bool = True) -> str:
+def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str = "auto", *, keep_teacher_output: bool = True,
+                       warn: bool = True) -> str:
     """What the few-step student predicts.
 
     Near pure noise an epsilon net's x_0 = (x - s eps) / a carries its error times 1/a (156x at the end of DDPM's
@@ -60,7 +63,7 @@ def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str =
     low_snr_eps = teacher.prediction_type == "epsilon" and a_last < 0.1
     if asked == "auto":
         return "v_prediction" if low_snr_eps and not keep_teacher_output else teacher.prediction_type
-    if asked == "epsilon" and low_snr_eps and not keep_teacher_output:
+    if warn and asked == "epsilon" and low_snr_eps and not keep_teacher_output:
         log.warning("the student predicts epsilon, and the teacher's schedule ends at sqrt(alpha_cumprod) = %.1e, where its x_0 "
                     "errors are multiplied by %.0f; student_prediction: auto (v-prediction) is the stable choice", a_last, 1 / a_last)
     return asked
@@ -103,6 +106,45 @@ class DiffusionMethod(DistillationMethod):
     @classmethod
     def plan(cls, options: Any, teacher: DiffusionModel) -> list[Round]:
         raise NotImplementedError
+
+    @classmethod
+    def rounds(cls, options: Any, teacher: DiffusionModel, train_steps: int) -> list[Round]:
+        """`plan()`, after a conversion round when the student will predict something other than the teacher does.
+
+        A student that starts as an epsilon teacher but predicts v computes the wrong thing until trained; the conversion
+        round (`convert_steps`, auto: half of train.steps) regresses it onto the teacher's clipped prediction, re-expressed
+        in the student's parameterisation, at every timestep, so the method's own round starts from a working v model (as
+        Meng et al. 2023 first distil a guided teacher into one network before halving its steps)."""
+        rounds = cls.plan(options, teacher)
+        steps = getattr(options, "convert_steps", 0)
+        if not cls.changes_steps or not steps:
+            return rounds
+        want = student_prediction(teacher, Schedule(teacher.scheduler_config), getattr(options, "student_prediction", "auto"),
+                                  keep_teacher_output=cls.keep_teacher_output, warn=False)
+        if want == teacher.prediction_type:
+            return rounds
+        steps = max(1, train_steps // 2) if steps == "auto" else int(steps)
+        first = rounds[0].teacher_steps
+        return [Round(f"convert-{want}", teacher_steps=first, student_steps=first, convert=True, train_steps=steps), *rounds]
+
+    def forward(self, batch: dict, phase: str):
+        return self.convert_step(batch) if self.round.convert else self.distill_step(batch, phase)
+
+    def distill_step(self, batch: dict, phase: str):
+        raise NotImplementedError
+
+    def convert_step(self, batch: dict):
+        """MSE between the student's output and the teacher's denoiser in the student's parameterisation, uniform t."""
+        x0, labels = batch["image"], self.labels(batch)
+        t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=x0.device)
+        x_t = self.noised(x0, t)
+        with torch.no_grad():
+            t_x0, _ = self.schedule.to_x0_eps(self.teacher_out(x_t, t, labels), x_t, t)
+            if self.teacher_clip:
+                t_x0 = t_x0.clamp(-self.schedule.clip_range, self.schedule.clip_range)
+            target = self.student_schedule.from_x0(t_x0, x_t, t)
+        loss = F.mse_loss(self.student(x_t, t, labels), target)
+        return step_output(loss, convert=loss)
 
     def trainable(self, phase: str):
         extra = [p for n, m in self.named_children() if n not in ("student", "teacher", "target") for p in m.parameters() if p.requires_grad]

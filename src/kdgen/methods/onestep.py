@@ -78,7 +78,7 @@ class OneStep(DiffusionMethod):
         data = _PairDataset(torch.cat(noises)[:n], torch.cat(images)[:n], torch.cat(labels)[:n] if labels else None)
         return data
 
-    def forward(self, batch: dict, phase: str):
+    def distill_step(self, batch: dict, phase: str):
         z, target = batch["noise"], batch["image"]
         labels = batch["label"].long() if "label" in batch else None
         t = torch.full((z.shape[0],), self.schedule.T - 1, device=z.device, dtype=torch.long)

@@ -36,6 +36,9 @@ class Progressive(DiffusionMethod):
         # student, whose x-space error near pure noise is its epsilon error times sigma/alpha
         weighting: Literal["auto", "truncated-snr", "snr", "snr+1", "none"] = "auto"
         student_prediction: PREDICTION_CHOICE = "auto"  # auto: the teacher's own (measured best for progressive)
+        # a student predicting other than the teacher first learns the teacher's denoiser in its own terms for this many
+        # steps (auto: train.steps // 2; 0: never), a round of its own in RUN/rounds/convert-PREDICTION
+        convert_steps: int | Literal["auto"] = field(default="auto", metadata=_check(ge=0))
 
     @classmethod
     def plan(cls, options: "Progressive.Options", teacher) -> list[Round]:
@@ -59,7 +62,7 @@ class Progressive(DiffusionMethod):
             n //= 2
         return rounds
 
-    def forward(self, batch: dict, phase: str) -> torch.Tensor:
+    def distill_step(self, batch: dict, phase: str) -> torch.Tensor:
         x0, labels = batch["image"], self.labels(batch)
         sch, n_steps = self.schedule, self.round.student_steps
         grid = torch.tensor(sch.ddim_timesteps(n_steps), device=x0.device)

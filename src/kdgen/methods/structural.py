@@ -49,7 +49,7 @@ class Structural(DiffusionMethod):
         super().__init__(options, student=student, teacher=teacher, round=round)
         self.features = BlockFeatures(student, teacher, options.layers) if options.feature_weight > 0 else None
 
-    def forward(self, batch: dict, phase: str):
+    def distill_step(self, batch: dict, phase: str):
         x0, labels = batch["image"], self.labels(batch)
         null = self.teacher.module.null_class
         if labels is not None and null is not None:

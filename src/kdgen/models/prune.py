@@ -44,8 +44,15 @@ def output_layers(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     return order[-1:]
 
 
-def prune_student(teacher: nn.Module, face: Face, *, width: float, seed: int = 0) -> nn.Module:
-    """A copy of `teacher` with `width` of the channels of every dependency group kept (largest L1 first)."""
+def _out_channels(m: nn.Module) -> int:
+    return m.out_channels if hasattr(m, "out_channels") else m.out_features
+
+
+def prune_student(teacher: nn.Module, face: Face, *, width: float, seed: int = 0, keep: dict[str, int] | None = None) -> nn.Module:
+    """A copy of `teacher` with `width` of the channels of every dependency group kept (largest L1 first).
+
+    `keep` names layers whose output channels must end at exactly that count (torch-pruning floors `width` x channels;
+    kdgen's own families round their widths, and their students must match their args)."""
     try:
         import torch_pruning as tp
     except ImportError:
@@ -56,11 +63,15 @@ def prune_student(teacher: nn.Module, face: Face, *, width: float, seed: int = 0
     x = example_input(face)
     with torch.no_grad():
         want = student(x).shape
-    if width < 1:
+    if width < 1 or keep:
         torch.manual_seed(seed)
         try:
-            pruner = tp.pruner.MetaPruner(student, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                          pruning_ratio=1.0 - width, ignored_layers=output_layers(student, x))
+            modules = dict(student.named_modules())
+            # tp keeps int(C x (1 - ratio)) channels: aim half a channel above the count so the floor lands on it
+            ratios = {modules[n]: 0.0 if k >= _out_channels(modules[n]) else 1.0 - (k + 0.5) / _out_channels(modules[n])
+                      for n, k in (keep or {}).items()}
+            pruner = tp.pruner.MetaPruner(student, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=1.0 - width,
+                                          pruning_ratio_dict=ratios, ignored_layers=output_layers(student, x))
             pruner.step()
         except KdgenError:
             raise

@@ -128,7 +128,7 @@ def check_student_face(module: nn.Module, face: Face, teacher_face: Face) -> nn.
 
 def derived_student(teacher: nn.Module, face: Face, *, width: float, init: str, seed: int, structure: str = "auto") -> nn.Module:
     """The teacher pruned to `width` (torch-pruning); with structure=auto kdgen's width-scalable families build theirs
-    from their args instead."""
+    from their args (and, with init=prune, take the torch-pruned teacher's weights at those shapes)."""
     from . import build_student
     from .prune import prune_student
 

@@ -1,8 +1,10 @@
 """Students built from the teacher's own config: narrower (`width`), random or pruned init.
 
-`prune` initialisation (as in GAN Compression's and BK-SDM's teacher-initialised students) keeps,
-in every layer, the output channels whose teacher filters have the largest L1 norm, and slices the
-next layer's input channels to match, so the student starts as a sub-network of the teacher.
+`prune` initialisation (as in GAN Compression's and BK-SDM's teacher-initialised students) goes through
+the same torch-pruning path as any user's model (models/prune.py: DepGraph groups, largest L1 kept), told
+to keep exactly the channel counts of the family's own narrower config, so the student is that config,
+reloadable from its args, starting as a sub-network of the teacher. (kdgen's first chain-walking pruner
+scored the same demo FID within noise, benchmarks/RESULTS.md own_model_door, and was retired for it.)
 """
 
 from __future__ import annotations
@@ -34,48 +36,32 @@ def build_student(teacher: nn.Module, *, width: float, init: Literal["random", "
     torch.manual_seed(seed)
     student = build_model(meta["family"], args)
     if init == "prune":
-        prune_init(student, teacher)
+        prune_init(student, teacher, seed=seed)
     return student, args
 
 
-def _l1_keep(weight: torch.Tensor, out_dim: int, k: int) -> torch.Tensor:
-    dims = [d for d in range(weight.dim()) if d != out_dim]
-    score = weight.abs().sum(dim=dims)
-    return torch.sort(torch.topk(score, k).indices).values
+PRUNABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
-@torch.no_grad()
-def prune_init(student: nn.Module, teacher: nn.Module) -> None:
-    """Copy the teacher's largest-L1 channels into a narrower student of the same chain-shaped family.
+def prune_init(student: nn.Module, teacher: nn.Module, *, seed: int = 0) -> None:
+    """Load the teacher, torch-pruned to the student's channel counts, into the narrower student of the same family."""
+    from ..faces import face_of
+    from .prune import prune_student
 
-    Walks the layers in definition order (the data-flow order of the chain-shaped families kdgen
-    builds): conv / transposed conv / linear layers choose their kept outputs, norms follow.
-    """
-    t_mods = dict(teacher.named_modules())
-    keep: torch.Tensor | None = None
-    for name, s in student.named_modules():
+    s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+    keep = {}
+    for name, s in s_mods.items():
         t = t_mods.get(name)
         if t is None or type(t) is not type(s):
             raise KdgenError(f"cannot prune-initialise: student layer '{name}' has no twin in the teacher; use student.init=random")
-        if isinstance(s, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            w = t.weight
-            in_dim, out_dim = (0, 1) if isinstance(s, nn.ConvTranspose2d) else (1, 0)
-            if keep is not None and w.shape[in_dim] != s.weight.shape[in_dim]:
-                if len(keep) != s.weight.shape[in_dim]:
-                    raise KdgenError(f"cannot prune-initialise layer '{name}' (input {s.weight.shape[in_dim]} vs kept {len(keep)}); use student.init=random")
-                w = w.index_select(in_dim, keep)
-            out_keep = (
-                _l1_keep(w, out_dim, s.weight.shape[out_dim])
-                if w.shape[out_dim] != s.weight.shape[out_dim]
-                else torch.arange(w.shape[out_dim])
-            )
-            s.weight.copy_(w.index_select(out_dim, out_keep))
-            if s.bias is not None and t.bias is not None:
-                s.bias.copy_(t.bias[out_keep])
-            keep = out_keep
-        elif isinstance(s, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if keep is None or len(keep) != s.num_features:
-                raise KdgenError(f"cannot prune-initialise norm '{name}'; use student.init=random")
-            for attr in ("weight", "bias", "running_mean", "running_var"):
-                getattr(s, attr).copy_(getattr(t, attr)[keep])
-            s.num_batches_tracked.copy_(t.num_batches_tracked)
+        if isinstance(s, PRUNABLE):  # every layer: the narrower ones to the student's count, the others kept whole
+            keep[name] = s.out_channels if hasattr(s, "out_channels") else s.out_features
+    narrower = any(s_mods[n].weight.shape != t_mods[n].weight.shape for n in keep)
+    pruned = prune_student(teacher, face_of(teacher), width=1.0, seed=seed, keep=keep if narrower else None)
+    want = {k: v.shape for k, v in student.state_dict().items()}
+    got = {k: v.shape for k, v in pruned.state_dict().items()}
+    if want != got:
+        diff = next(k for k in want if want[k] != got.get(k))
+        raise KdgenError(f"cannot prune-initialise: torch-pruning gives '{diff}' shape {tuple(got.get(diff, ()))}, the student "
+                         f"{tuple(want[diff])}; use student.init=random")
+    student.load_state_dict(pruned.state_dict())
