@@ -29,7 +29,16 @@ from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pai
 from .faces import Face, face_of, set_face
 from .metrics import load_feature_extractor
 from .models.loading import build_model, load_model
-from .models.resolve import check_saveable, class_student, derived_student, given_student, resolve_teacher, save_any, teacher_record
+from .models.resolve import (
+    check_saveable,
+    class_student,
+    derived_student,
+    given_diffusion_student,
+    given_student,
+    resolve_teacher,
+    save_any,
+    teacher_record,
+)
 from .report import save_grid
 from .report.page import build_report
 from .report.tb import log_final_metrics
@@ -77,14 +86,12 @@ def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: 
         cfg.teacher.args, cfg.teacher.weights, cfg.teacher.face, cfg.teacher.z_shape = {}, None, None, None
     # 3. the plan of this kind, and 4. the one tail
     if face.kind == "diffusion":
-        if student is not None or cfg.student.class_ is not None:
-            raise KdgenError("a given diffusion student is not supported yet; kdgen derives it from the teacher (student.width, "
-                             "student.layers_per_block, student.attention)")
+        given = given_diffusion_student(student, cfg.student, t) if student is not None or cfg.student.class_ is not None else None
         if teacher is not None:
             cfg.teacher.path = teacher_record(t, Path(cfg.out), write=False)
             check_resume(cfg, resume)
             cfg.teacher.path = teacher_record(t, Path(cfg.out))
-        return _distill_diffusion(cfg, t, resume)
+        return _distill_diffusion(cfg, t, resume, given)
     plan = PLANS[face.kind](cfg, t, face, student)
     if cfg.eval.enabled and face.makes_images:
         load_feature_extractor(cfg.eval.features, channels=face.channels)  # a bad eval.features fails now, not after training
@@ -112,7 +119,7 @@ def _refuse_keys_of_other_kinds(cfg: RunConfig, kind: str) -> None:
         raise KdgenError("student.family names a kdgen classifier family; for a generator give student.class or student.width")
     if kind != "diffusion" and (s.layers_per_block is not None or not s.attention or cfg.teacher.steps is not None):
         raise KdgenError("student.layers_per_block, student.attention and teacher.steps apply to diffusion teachers; remove them")
-    if kind == "diffusion" and s.args:
+    if kind == "diffusion" and s.args and s.class_ is None:
         raise KdgenError("student.args apply to a student of a class or family; a diffusion student is sized by student.width, "
                          "student.layers_per_block and student.attention")
 
@@ -272,9 +279,10 @@ def classifier_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: An
 # --------------------------------------------------------------------------- diffusion
 
 
-def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Result:
+def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: nn.Module | None = None) -> Result:
     """Rounds of diffusion distillation: [structural] then the step method's rounds, each student the next round's
-    teacher, each saved in RUN/rounds/NAME/student (a diffusers folder); the last one is RUN/student."""
+    teacher, each saved in RUN/rounds/NAME/student (a diffusers folder); the last one is RUN/student. The first
+    student is `given`, or derived from the teacher (student.structure / width / layers_per_block / attention)."""
     from .methods import METHODS, parse_methods
     from .models.unet import build_diffusion_student, save_diffusion
 
@@ -287,7 +295,9 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Resu
         load_feature_extractor(cfg.eval.features, channels=teacher.channels)  # a bad eval.features fails now, not after training
     dataset = run_dataset(cfg, image_size=teacher.image_size, channels=teacher.channels)
     s = cfg.student
-    if s.structure == "pruned":  # torch-pruning from the teacher's own UNet
+    if given is not None:
+        student, init_counts = given, {"given": type(given.unet).__name__, "params": sum(p.numel() for p in given.parameters())}
+    elif s.structure == "pruned":  # torch-pruning from the teacher's own UNet
         from .models.resolve import reinitialise
         from .models.unet import prune_unet
 
@@ -301,7 +311,7 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool) -> Resu
     else:
         student, init_counts = build_diffusion_student(teacher, width=s.width, layers_per_block=s.layers_per_block,
                                                        attention=s.attention, init=s.init, seed=cfg.train.seed)
-    if s.width < 1 and "structural" not in opts:
+    if given is None and s.width < 1 and "structural" not in opts:
         log.warning("student.width=%s: the UNet is narrower than the teacher but no 'structural' loss trains its features; "
                     "set student.width=1.0 for a same-size student, or add methods.structural", s.width)
     out = prepare_out(cfg, resume)

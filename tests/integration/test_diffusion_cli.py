@@ -155,3 +155,41 @@ def test_torch_pruned_unet_student_trains_reloads_and_exports(ddpm_teacher, tmp_
     assert student(x, t).shape == (2, 1, 16, 16)
     block = export(tmp_path, measure_quality=False)
     assert block["onnx"]["parity"]["max_abs"] < 1e-3 and block["onnx"]["sampler_parity"]["max_abs"] <= block["onnx"]["sampler_parity"]["tolerance"]
+
+
+def test_a_given_unet_student_is_distilled_on_the_teachers_schedule(ddpm_teacher, tmp_path):
+    """A diffusers UNet2DModel handed in from Python (half the teacher's channels, its own random weights) is the student:
+    trained on the teacher's betas, saved as a diffusers folder and reloaded; bad students are sentences."""
+    import torch
+    from diffusers import UNet2DModel
+    from diffusion_fixtures import tiny_unet_args
+
+    import kdgen
+    from kdgen.errors import KdgenError
+
+    torch.manual_seed(3)
+    unet = UNet2DModel(**{**tiny_unet_args(16), "block_out_channels": (4, 8), "norm_num_groups": 2})
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    kdgen.distill("configs/diffusion/mnist5k-structural.yaml", [f"out={tmp_path}", "teacher.steps=4", "train.steps=2",
+                  "data.name=digits", *FAST, "eval.enabled=false"], teacher=ddpm_teacher, student=unet)
+    student, teacher = load_model(tmp_path / "student"), load_model(ddpm_teacher)
+    assert student.unet.config.block_out_channels == [4, 8] and student.scheduler_config == teacher.scheduler_config
+    assert any(not torch.equal(before[k], v) for k, v in student.unet.state_dict().items())  # trained, from its own start
+    assert json.loads((tmp_path / "metrics.json").read_text())["train"]["student_init"]["given"] == "UNet2DModel"
+    with pytest.raises(KdgenError, match="must be a diffusers UNet2DModel"):
+        kdgen.distill("configs/diffusion/mnist5k-structural.yaml", [f"out={tmp_path / 'x'}"], teacher=ddpm_teacher,
+                      student=torch.nn.Conv2d(1, 1, 3))
+    with pytest.raises(KdgenError, match="denoises 1x32x32 images but the teacher 1x16x16"):
+        kdgen.distill("configs/diffusion/mnist5k-structural.yaml", [f"out={tmp_path / 'y'}"], teacher=ddpm_teacher,
+                      student=UNet2DModel(**tiny_unet_args(32)))
+
+
+def test_a_unet_student_named_in_the_recipe(ddpm_teacher, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/diffusion/mnist5k-consistency.yaml", f"teacher.path={ddpm_teacher}",
+                           "teacher.steps=4", f"out={tmp_path}", "train.steps=2", "data.name=digits", *FAST, "eval.enabled=false",
+                           "methods.consistency.solver_steps=8", "student.class=diffusers:UNet2DModel",
+                           "student.args={sample_size: 16, in_channels: 1, out_channels: 1, block_out_channels: [8, 8], "
+                           "down_block_types: [DownBlock2D, DownBlock2D], up_block_types: [UpBlock2D, UpBlock2D], norm_num_groups: 4}")
+    assert code == 0, err
+    student = load_model(tmp_path / "student")
+    assert student.unet.config.block_out_channels == [8, 8] and student.sampler == "LCMScheduler"

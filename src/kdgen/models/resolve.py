@@ -95,6 +95,44 @@ def given_student(given: ModelLike, teacher_face: Face) -> nn.Module:
     return check_student_face(module, face, teacher_face)
 
 
+def given_diffusion_student(given: ModelLike | None, scfg, teacher: nn.Module) -> nn.Module:
+    """A diffusion student handed in (a diffusers UNet2DModel, a DiffusionModel, a folder) or named by student.class: it
+    denoises on the teacher's noise schedule, so it takes the teacher's betas and keeps only its own prediction type."""
+    from .unet import DiffusionModel
+
+    if given is not None and scfg.class_ is not None:
+        raise KdgenError("a student was handed in and the recipe names student.class; keep one")
+    if given is None:
+        from .custom import build_class, load_weights
+
+        module = build_class(scfg.class_, scfg.args)
+        if scfg.weights is not None:
+            load_weights(module, Path(scfg.weights).expanduser(), what=f"student.class {scfg.class_}")
+    else:
+        module = unwrap(given) if isinstance(given, nn.Module) else load_model(given)
+    if type(module).__name__ == "UNet2DModel" and type(module).__module__.startswith("diffusers"):
+        module = DiffusionModel(module, {**teacher.scheduler_config, "prediction_type": teacher.prediction_type}, steps=teacher.steps,
+                                guidance_scale=teacher.guidance_scale, num_classes=teacher.num_classes,
+                                extra={"null_class": teacher.null_class} if teacher.null_class is not None else None)
+    if not isinstance(module, DiffusionModel):
+        raise KdgenError(f"a diffusion student must be a diffusers UNet2DModel (or a kdgen diffusion folder), got {type(module).__name__}; "
+                         "or leave the student out and kdgen derives one (student.width, student.layers_per_block, student.attention)")
+    got, want = (module.channels, module.image_size), (teacher.channels, teacher.image_size)
+    if got != want:
+        raise KdgenError(f"the student UNet denoises {got[0]}x{got[1]}x{got[1]} images but the teacher {want[0]}x{want[1]}x{want[1]}; "
+                         "give a UNet with the teacher's in/out channels and sample_size")
+    if module.num_classes != teacher.num_classes:
+        raise KdgenError(f"the student UNet has {module.num_classes or 'no'} classes but the teacher {teacher.num_classes or 'none'}; "
+                         "give num_class_embeds as the teacher has")
+    own = {k: v for k, v in module.scheduler_config.items() if k != "prediction_type" and not k.startswith("_")}
+    theirs = {k: v for k, v in teacher.scheduler_config.items() if k != "prediction_type" and not k.startswith("_")}
+    if own != theirs:
+        log.warning("the given student's noise schedule differs from the teacher's; it is trained on the teacher's")
+    module.scheduler_config = {**teacher.scheduler_config, "prediction_type": module.prediction_type}
+    set_face(module, face_of(teacher))
+    return module.train().requires_grad_(True)
+
+
 def class_student(scfg, teacher_face: Face) -> nn.Module:
     from .custom import build_class, load_weights
 
@@ -120,8 +158,7 @@ def check_student_face(module: nn.Module, face: Face, teacher_face: Face) -> nn.
         if teacher_face.num_classes is not None and k != teacher_face.num_classes:
             raise KdgenError(f"the student gives {k} logits but the teacher {teacher_face.num_classes}; give a student with the teacher's classes")
     elif teacher_face.kind == "diffusion":
-        raise KdgenError("a given diffusion student is not supported yet; kdgen derives it from the teacher (student.width, "
-                         "student.layers_per_block, student.attention)")
+        raise KdgenError("a diffusion student goes through given_diffusion_student (it needs the teacher's schedule)")
     set_face(module, teacher_face)
     return module.train().requires_grad_(True)
 
