@@ -2,6 +2,7 @@
 
     python benchmarks/diffusion_epsilon.py                 # teacher (if missing), both students, every row, RESULTS.md
     python benchmarks/diffusion_epsilon.py --stage measure # only the measurements
+    python benchmarks/diffusion_epsilon.py --stage report  # only the section, from the measurements in OUT/eval
     python benchmarks/diffusion_epsilon.py --quick         # smoke run: tiny steps; RESULTS.md untouched
 
 Teacher: trained here by `kdgen train-teacher configs/diffusion/mnist5k-ddpm.yaml` with the scheduler switched to
@@ -59,11 +60,10 @@ def train(out: Path, teacher_dir: Path, quick: bool, prediction: str = "auto") -
         cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:])", recipe, *args]
         log = open(out / f"{name}.log", "w")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.perf_counter())
-    for name, (p, t0) in procs.items():
+        procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    for name, p in procs.items():
         if p.wait() != 0:
             raise SystemExit(f"{name} failed; see {out / (name + '.log')}")
-        (out / name / "bench_train.json").write_text(json.dumps({"wall_seconds": round(time.perf_counter() - t0, 1)}) + "\n")
 
 
 def rows(out: Path, teacher_dir: Path) -> list[tuple[str, str, int]]:
@@ -73,9 +73,13 @@ def rows(out: Path, teacher_dir: Path) -> list[tuple[str, str, int]]:
     return r
 
 
-def measure(out: Path, teacher_dir: Path, num_samples: int) -> dict[str, dict]:
+def measure(out: Path, teacher_dir: Path, num_samples: int, *, saved: bool = False) -> dict[str, dict]:
+    """Every row measured by kdgen.evaluate (saved: read back what an earlier measure wrote to OUT/eval)."""
     results = {}
     for name, folder, steps in rows(out, teacher_dir):
+        if saved:
+            results[name] = json.loads((out / "eval" / name.replace("@", "-") / "metrics.json").read_text())["model"]
+            continue
         t0 = time.perf_counter()
         r = kdgen.evaluate(folder, [f"eval.num_samples={num_samples}", "eval.seeds=[0]", "eval.latency_repeats=5"], steps=steps,
                            out=out / "eval" / name.replace("@", "-"))
@@ -90,19 +94,25 @@ def report(results: dict, out: Path, teacher_dir: Path, args, wall: float) -> st
     teachers = {k: v for k, v in results.items() if k.startswith("teacher@")}
     best_name = min(teachers, key=lambda k: teachers[k]["fid"])
     best = teachers[best_name]
-    lines = ["## Epsilon-prediction DDPM teacher: progressive and consistency students (issue 12)", "",
-             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else "")
+    title = "## Epsilon-prediction DDPM teacher: progressive and consistency students (issue 12)"
+    title += "" if args.student_prediction == "auto" else f", {args.student_prediction.replace('_', '-')} students"
+    lines = [title, "",
+             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else "") + (" --stage report" if args.stage == "report" else "")
                     + ("" if args.student_prediction == "auto" else f" --student-prediction {args.student_prediction}"), wall),
              f"Teacher: `configs/diffusion/mnist5k-ddpm.yaml` with `{SCHEDULER}`, {tmeta.get('train_steps')} steps "
              f"({tmeta.get('train_seconds', 0) / 60:.1f} min); scheduler prediction_type `{sched['prediction_type']}`. Students: "
              f"`student_prediction: {args.student_prediction}` (the column 'predicts' says what each one predicts). FID/KID in kdgen's "
-             f"mnist5k feature space, {args.samples} samples from seed 0's noise vs the 500 held-out test images.", "",
+             f"mnist5k feature space, {args.samples} samples from seed 0's noise vs the 500 held-out test images. Progressive: "
+             f"32 -> 4 DDIM steps (from the teacher's best step count), 1,000 steps per round; consistency: 1,500 steps on the "
+             f"64-step DDIM grid. A student that predicts v first learns the teacher's clipped denoiser as v in a conversion round "
+             f"(`convert_steps: auto`, half of train.steps); train (min) is the run's own training time, every round included."
+             + (" The rows are read back from the measurements the script's measure stage wrote to its OUT/eval." if args.stage == "report" else ""), "",
              "| row | predicts | steps | FID | FID / best teacher | KID x1e3 | precision | recall | MACs / image | train (min) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in results.items():
         run = name.split("@")[0]
-        bench = out / run / "bench_train.json"
-        train_min = f"{json.loads(bench.read_text())['wall_seconds'] / 60:.1f}" if bench.is_file() else "-"
+        record = out / run / "metrics.json"  # the run's own training seconds, every round (the conversion too) included
+        train_min = f"{json.loads(record.read_text())['train']['seconds'] / 60:.1f}" if record.is_file() else "-"
         folder = teacher_dir if run == "teacher" else Path(m["path"])
         pred = json.loads((folder / "scheduler_config.json").read_text()).get("prediction_type", "epsilon")
         lines.append(f"| {name} | {pred} | {m['sampling_steps']} | {m['fid']:.2f} | {m['fid'] / best['fid']:.2f}x | {m['kid'] * 1e3:.2f} | "
@@ -120,7 +130,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write", action="store_true", help="with --quick: still write RESULTS.md")
-    ap.add_argument("--stage", choices=["all", "measure"], default="all")
+    ap.add_argument("--stage", choices=["all", "measure", "report"], default="all",
+                    help="report: rewrite the section from the measurements already in OUT/eval")
     ap.add_argument("--out", default="runs/bench-eps")
     ap.add_argument("--student-prediction", default="auto", choices=["auto", "epsilon", "v_prediction", "sample"],
                     help="the students' parameterisation (auto: the teacher's, since they start as the teacher)")
@@ -132,7 +143,7 @@ def main() -> None:
     teacher_dir = teacher(out, args.quick)
     if args.stage == "all":
         train(out, teacher_dir, args.quick, args.student_prediction)
-    results = measure(out, teacher_dir, args.samples)
+    results = measure(out, teacher_dir, args.samples, saved=args.stage == "report")
     body = report(results, out, teacher_dir, args, time.perf_counter() - t0)
     if not args.quick or args.write:
         write_section("diffusion_epsilon" + ("" if args.student_prediction == "auto" else "_" + args.student_prediction), body)
