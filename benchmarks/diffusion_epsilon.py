@@ -73,12 +73,14 @@ def rows(out: Path, teacher_dir: Path) -> list[tuple[str, str, int]]:
     return r
 
 
-def measure(out: Path, teacher_dir: Path, num_samples: int, *, saved: bool = False) -> dict[str, dict]:
-    """Every row measured by kdgen.evaluate (saved: read back what an earlier measure wrote to OUT/eval)."""
+def measure(out: Path, teacher_dir: Path, num_samples: int, *, saved: bool = False, reuse: bool = False) -> dict[str, dict]:
+    """Every row measured by kdgen.evaluate (saved: read back what an earlier measure wrote to OUT/eval; reuse: only
+    the rows it has not measured yet are measured)."""
     results = {}
     for name, folder, steps in rows(out, teacher_dir):
-        if saved:
-            results[name] = json.loads((out / "eval" / name.replace("@", "-") / "metrics.json").read_text())["model"]
+        done = out / "eval" / name.replace("@", "-") / "metrics.json"
+        if saved or (reuse and done.is_file()):
+            results[name] = json.loads(done.read_text())["model"]
             continue
         t0 = time.perf_counter()
         r = kdgen.evaluate(folder, [f"eval.num_samples={num_samples}", "eval.seeds=[0]", "eval.latency_repeats=5"], steps=steps,
@@ -97,7 +99,7 @@ def report(results: dict, out: Path, teacher_dir: Path, args, wall: float) -> st
     title = "## Epsilon-prediction DDPM teacher: progressive and consistency students (issue 12)"
     title += "" if args.student_prediction == "auto" else f", {args.student_prediction.replace('_', '-')} students"
     lines = [title, "",
-             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else "") + (" --stage report" if args.stage == "report" else "")
+             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else "") + (" --stage report" if args.stage == "report" else "") + (" --reuse" if args.reuse else "")
                     + ("" if args.student_prediction == "auto" else f" --student-prediction {args.student_prediction}"), wall),
              f"Teacher: `configs/diffusion/mnist5k-ddpm.yaml` with `{SCHEDULER}`, {tmeta.get('train_steps')} steps "
              f"({tmeta.get('train_seconds', 0) / 60:.1f} min); scheduler prediction_type `{sched['prediction_type']}`. Students: "
@@ -106,7 +108,8 @@ def report(results: dict, out: Path, teacher_dir: Path, args, wall: float) -> st
              f"32 -> 4 DDIM steps (from the teacher's best step count), 1,000 steps per round; consistency: 1,500 steps on the "
              f"64-step DDIM grid. A student that predicts v first learns the teacher's clipped denoiser as v in a conversion round "
              f"(`convert_steps: auto`, half of train.steps); train (min) is the run's own training time, every round included."
-             + (" The rows are read back from the measurements the script's measure stage wrote to its OUT/eval." if args.stage == "report" else ""), "",
+             + (" The rows are read back from the measurements the script's measure stage wrote to its OUT/eval." if args.stage == "report" else "")
+             + (" Rows already measured in OUT/eval (the same teacher and run folders) were kept (--reuse)." if args.reuse else ""), "",
              "| row | predicts | steps | FID | FID / best teacher | KID x1e3 | precision | recall | MACs / image | train (min) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in results.items():
@@ -133,6 +136,7 @@ def main() -> None:
     ap.add_argument("--stage", choices=["all", "measure", "report"], default="all",
                     help="report: rewrite the section from the measurements already in OUT/eval")
     ap.add_argument("--out", default="runs/bench-eps")
+    ap.add_argument("--reuse", action="store_true", help="keep rows already measured in OUT/eval (same teacher, same run folders)")
     ap.add_argument("--student-prediction", default="auto", choices=["auto", "epsilon", "v_prediction", "sample"],
                     help="the students' parameterisation (auto: the teacher's, since they start as the teacher)")
     args = ap.parse_args()
@@ -143,7 +147,7 @@ def main() -> None:
     teacher_dir = teacher(out, args.quick)
     if args.stage == "all":
         train(out, teacher_dir, args.quick, args.student_prediction)
-    results = measure(out, teacher_dir, args.samples, saved=args.stage == "report")
+    results = measure(out, teacher_dir, args.samples, saved=args.stage == "report", reuse=args.reuse)
     body = report(results, out, teacher_dir, args, time.perf_counter() - t0)
     if not args.quick or args.write:
         write_section("diffusion_epsilon" + ("" if args.student_prediction == "auto" else "_" + args.student_prediction), body)
