@@ -8,7 +8,8 @@
 Teacher: trained here by `kdgen train-teacher configs/diffusion/mnist5k-ddpm.yaml` with the scheduler switched to
 Ho et al.'s (2020) epsilon prediction on linear betas 1e-4..0.02 (over 1,024 timesteps so that DDIM step counts
 nest; sqrt(alpha_cumprod) ends at 0.006, where an epsilon net's x_0 is 1/0.006 = 170x its error). The students
-use kdgen's default for such a teacher: they predict v (student_prediction: auto). Every row is measured by
+use kdgen's default for such a teacher (student_prediction: auto: progressive keeps epsilon, consistency predicts v
+after a conversion round); --student-prediction forces one for both. Every row is measured by
 `kdgen.evaluate`: FID/KID in kdgen's mnist5k feature space, 2,000 samples from the same seeded noise vs the
 500 held-out test images; the teacher at 4..64 DDIM steps, its best row the reference.
 """

@@ -52,12 +52,11 @@ def student_prediction(teacher: DiffusionModel, schedule: Schedule, asked: str =
     """What the few-step student predicts.
 
     Near pure noise an epsilon net's x_0 = (x - s eps) / a carries its error times 1/a (156x at the end of DDPM's
-    linear schedule); Salimans & Ho (2022) distil into v- or x-prediction for that reason. But the student starts
-    as the teacher, and a student whose output changes meaning loses that start. Measured on an epsilon mnist5k
-    DDPM (benchmarks/RESULTS.md, diffusion_epsilon and diffusion_epsilon_v_prediction; the teacher's own 4-step
-    DDIM scores FID 23.7):
-        progressive, 4 steps:  epsilon student 19.0, v student 119.8  -> keeps the teacher's output
-        consistency, 4 steps:  epsilon student 53.6, v student 31.7 (1 step: 2057 vs 28.6)  -> predicts v
+    linear schedule); Salimans & Ho (2022) distil into v- or x-prediction for that reason. A student that changes
+    parameterisation first gets a conversion round (DiffusionMethod.rounds). Measured on an epsilon mnist5k DDPM
+    (benchmarks/RESULTS.md, diffusion_epsilon*; the teacher's own 4-step DDIM scores FID 23.7):
+        progressive, 4 steps:  epsilon student 10.9, v student (converted) 23.5  -> keeps the teacher's output
+        consistency, 4 steps:  v student (converted) 13.5, epsilon student 53.6 (1 step: 2057)  -> predicts v
     `auto` follows those figures through each method's `keep_teacher_output`; a one-step student predicts v."""
     a_last = float(schedule.alphas_cumprod[-1].sqrt())
     low_snr_eps = teacher.prediction_type == "epsilon" and a_last < 0.1
