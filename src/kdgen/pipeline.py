@@ -30,6 +30,7 @@ from .faces import Face, face_of, set_face
 from .metrics import load_feature_extractor
 from .models.loading import build_model, load_model
 from .models.resolve import (
+    check_one_student,
     check_saveable,
     class_student,
     derived_student,
@@ -142,8 +143,7 @@ def train_save_measure(plan: Plan, cfg: RunConfig, resume: bool, teacher: nn.Mod
 def pick_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> nn.Module:
     """Given (argument or student.class), or derived from the teacher; checked to be saveable before any training."""
     s = cfg.student
-    if given is not None and s.class_ is not None:
-        raise KdgenError("a student was handed in and the recipe names student.class; keep one")
+    check_one_student(given, s)
     if given is not None:
         student = given_student(given, face)
     elif s.class_ is not None:

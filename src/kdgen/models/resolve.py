@@ -98,22 +98,12 @@ def given_student(given: ModelLike, teacher_face: Face) -> nn.Module:
 def given_diffusion_student(given: ModelLike | None, scfg, teacher: nn.Module) -> nn.Module:
     """A diffusion student handed in (a diffusers UNet2DModel, a DiffusionModel, a folder) or named by student.class: it
     denoises on the teacher's noise schedule, so it takes the teacher's betas and keeps only its own prediction type."""
-    from .unet import DiffusionModel
+    from .unet import DiffusionModel, wrap_like
 
-    if given is not None and scfg.class_ is not None:
-        raise KdgenError("a student was handed in and the recipe names student.class; keep one")
-    if given is None:
-        from .custom import build_class, load_weights
-
-        module = build_class(scfg.class_, scfg.args)
-        if scfg.weights is not None:
-            load_weights(module, Path(scfg.weights).expanduser(), what=f"student.class {scfg.class_}")
-    else:
-        module = unwrap(given) if isinstance(given, nn.Module) else load_model(given)
+    check_one_student(given, scfg)
+    module = built_class_student(scfg) if given is None else unwrap(given) if isinstance(given, nn.Module) else load_any(given)
     if type(module).__name__ == "UNet2DModel" and type(module).__module__.startswith("diffusers"):
-        module = DiffusionModel(module, {**teacher.scheduler_config, "prediction_type": teacher.prediction_type}, steps=teacher.steps,
-                                guidance_scale=teacher.guidance_scale, num_classes=teacher.num_classes,
-                                extra={"null_class": teacher.null_class} if teacher.null_class is not None else None)
+        module = wrap_like(module, teacher)
     if not isinstance(module, DiffusionModel):
         raise KdgenError(f"a diffusion student must be a diffusers UNet2DModel (or a kdgen diffusion folder), got {type(module).__name__}; "
                          "or leave the student out and kdgen derives one (student.width, student.layers_per_block, student.attention)")
@@ -133,13 +123,23 @@ def given_diffusion_student(given: ModelLike | None, scfg, teacher: nn.Module) -
     return module.train().requires_grad_(True)
 
 
-def class_student(scfg, teacher_face: Face) -> nn.Module:
+def check_one_student(given: ModelLike | None, scfg) -> None:
+    if given is not None and scfg.class_ is not None:
+        raise KdgenError("a student was handed in and the recipe names student.class; keep one")
+
+
+def built_class_student(scfg) -> nn.Module:
+    """student.class built with student.args, and student.weights loaded into it when given."""
     from .custom import build_class, load_weights
 
     module = build_class(scfg.class_, scfg.args)
     if scfg.weights is not None:
         load_weights(module, Path(scfg.weights).expanduser(), what=f"student.class {scfg.class_}")
-    return check_student_face(module, teacher_face, teacher_face)
+    return module
+
+
+def class_student(scfg, teacher_face: Face) -> nn.Module:
+    return check_student_face(built_class_student(scfg), teacher_face, teacher_face)
 
 
 def check_student_face(module: nn.Module, face: Face, teacher_face: Face) -> nn.Module:
@@ -158,7 +158,7 @@ def check_student_face(module: nn.Module, face: Face, teacher_face: Face) -> nn.
         if teacher_face.num_classes is not None and k != teacher_face.num_classes:
             raise KdgenError(f"the student gives {k} logits but the teacher {teacher_face.num_classes}; give a student with the teacher's classes")
     elif teacher_face.kind == "diffusion":
-        raise KdgenError("a diffusion student goes through given_diffusion_student (it needs the teacher's schedule)")
+        raise KdgenError("a diffusion student takes the teacher's noise schedule: pass it through given_diffusion_student")
     set_face(module, teacher_face)
     return module.train().requires_grad_(True)
 

@@ -218,10 +218,14 @@ def build_diffusion_student(teacher: "DiffusionModel", *, width: float, layers_p
     torch.manual_seed(seed)
     unet = UNet2DModel(**cfg)
     counts = init_from_teacher(unet, teacher.unet) if init in ("prune", "teacher") else {"copied": 0, "sliced": 0, "fresh": len(unet.state_dict())}
-    student = DiffusionModel(unet, teacher.scheduler_config, steps=teacher.steps, sampler="DDIMScheduler",
-                             guidance_scale=teacher.guidance_scale, num_classes=teacher.num_classes,
-                             extra={"null_class": teacher.null_class} if teacher.null_class is not None else None)
-    return student, counts
+    return wrap_like(unet, teacher), counts
+
+
+def wrap_like(unet: nn.Module, teacher: "DiffusionModel") -> "DiffusionModel":
+    """A student UNet as a DiffusionModel on the teacher's schedule, steps, guidance and classes (DDIM-sampled)."""
+    return DiffusionModel(unet, teacher.scheduler_config, steps=teacher.steps, sampler="DDIMScheduler",
+                          guidance_scale=teacher.guidance_scale, num_classes=teacher.num_classes,
+                          extra={"null_class": teacher.null_class} if teacher.null_class is not None else None)
 
 
 # --------------------------------------------------------------------------- folders
