@@ -4,6 +4,8 @@
     python benchmarks/diffusion_epsilon.py --stage measure # only the measurements
     python benchmarks/diffusion_epsilon.py --stage report  # only the section, from the measurements in OUT/eval
     python benchmarks/diffusion_epsilon.py --quick         # smoke run: tiny steps; RESULTS.md untouched
+    python benchmarks/diffusion_epsilon.py --out runs/bench-eps-p2k --tag p2k --progressive train.steps=2000
+                                                           # a probe: extra overrides, its own RESULTS.md section
 
 Teacher: trained here by `kdgen train-teacher configs/diffusion/mnist5k-ddpm.yaml` with the scheduler switched to
 Ho et al.'s (2020) epsilon prediction on linear betas 1e-4..0.02 (over 1,024 timesteps so that DDIM step counts
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -49,10 +52,11 @@ def teacher(out: Path, quick: bool) -> Path:
     return folder
 
 
-def train(out: Path, teacher_dir: Path, quick: bool, prediction: str = "auto") -> None:
-    """Both students at once, in two processes of one thread each."""
+def train(out: Path, teacher_dir: Path, quick: bool, prediction: str = "auto", more: dict[str, list[str]] | None = None) -> None:
+    """Both students at once, in two processes of one thread each (`more`: extra overrides per student)."""
     procs = {}
     for name, (recipe, extra, _) in STUDENTS.items():
+        extra = [*extra, *(more or {}).get(name, [])]
         run = out / name
         if (run / "student" / "kdgen.json").is_file():
             continue
@@ -99,9 +103,9 @@ def report(results: dict, out: Path, teacher_dir: Path, args, wall: float) -> st
     best = teachers[best_name]
     title = "## Epsilon-prediction DDPM teacher: progressive and consistency students (issue 12)"
     title += "" if args.student_prediction == "auto" else f", {args.student_prediction.replace('_', '-')} students"
+    title += f" — probe '{args.tag}'" if args.tag else ""
     lines = [title, "",
-             header("python benchmarks/diffusion_epsilon.py" + (" --quick" if args.quick else "") + (" --stage report" if args.stage == "report" else "") + (" --reuse" if args.reuse else "")
-                    + ("" if args.student_prediction == "auto" else f" --student-prediction {args.student_prediction}"), wall),
+             header(" ".join(["python benchmarks/diffusion_epsilon.py", *map(shlex.quote, sys.argv[1:])]), wall),
              f"Teacher: `configs/diffusion/mnist5k-ddpm.yaml` with `{SCHEDULER}`, {tmeta.get('train_steps')} steps "
              f"({tmeta.get('train_seconds', 0) / 60:.1f} min); scheduler prediction_type `{sched['prediction_type']}`. Students: "
              f"`student_prediction: {args.student_prediction}` (the column 'predicts' says what each one predicts). FID/KID in kdgen's "
@@ -110,7 +114,9 @@ def report(results: dict, out: Path, teacher_dir: Path, args, wall: float) -> st
              f"64-step DDIM grid. A student that predicts v first learns the teacher's clipped denoiser as v in a conversion round "
              f"(`convert_steps: auto`, half of train.steps); train (min) is the run's own training time, every round included."
              + (" The rows are read back from the measurements the script's measure stage wrote to its OUT/eval." if args.stage == "report" else "")
-             + (" Rows already measured in OUT/eval (the same teacher and run folders) were kept (--reuse)." if args.reuse else ""), "",
+             + (" Rows already measured in OUT/eval (the same teacher and run folders) were kept (--reuse)." if args.reuse else "")
+             + "".join(f" Extra {k} overrides: `{' '.join(v)}`." for k, v in (("progressive", args.progressive),
+                                                                         ("consistency", args.consistency)) if v), "",
              "| row | predicts | steps | FID | FID / best teacher | KID x1e3 | precision | recall | MACs / image | train (min) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in results.items():
@@ -137,6 +143,9 @@ def main() -> None:
     ap.add_argument("--stage", choices=["all", "measure", "report"], default="all",
                     help="report: rewrite the section from the measurements already in OUT/eval")
     ap.add_argument("--out", default="runs/bench-eps")
+    ap.add_argument("--progressive", nargs="*", default=[], metavar="KEY=VALUE", help="extra overrides for the progressive run")
+    ap.add_argument("--consistency", nargs="*", default=[], metavar="KEY=VALUE", help="extra overrides for the consistency run")
+    ap.add_argument("--tag", default="", help="write the section as diffusion_epsilon_probe_TAG (a probe beside the main rows)")
     ap.add_argument("--reuse", action="store_true", help="keep rows already measured in OUT/eval (same teacher, same run folders)")
     ap.add_argument("--student-prediction", default="auto", choices=["auto", "epsilon", "v_prediction", "sample"],
                     help="the students' parameterisation (auto: the teacher's, since they start as the teacher)")
@@ -147,11 +156,12 @@ def main() -> None:
     t0 = time.perf_counter()
     teacher_dir = teacher(out, args.quick)
     if args.stage == "all":
-        train(out, teacher_dir, args.quick, args.student_prediction)
+        train(out, teacher_dir, args.quick, args.student_prediction, {"progressive": args.progressive, "consistency": args.consistency})
     results = measure(out, teacher_dir, args.samples, saved=args.stage == "report", reuse=args.reuse)
     body = report(results, out, teacher_dir, args, time.perf_counter() - t0)
     if not args.quick or args.write:
-        write_section("diffusion_epsilon" + ("" if args.student_prediction == "auto" else "_" + args.student_prediction), body)
+        name = "diffusion_epsilon" + ("" if args.student_prediction == "auto" else "_" + args.student_prediction)
+        write_section(name + (f"_probe_{args.tag}" if args.tag else ""), body)
     print(body)
 
 
