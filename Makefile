@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/kdgen data install emoji  # the RGB dataset: built once from the npm package emoji-datasource-google
 	touch $(STAMP)
 
 venv: $(STAMP)

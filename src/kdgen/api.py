@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig, load_config
-from .data import load_dataset, native_shape
+from .data import native_shape, split_info
 from .errors import KdgenError
 from .evaluation import evaluate_classifier_pair, evaluate_model, evaluate_pair, run_dataset
 from .faces import face_of
@@ -34,19 +34,24 @@ log = logging.getLogger("kdgen")
 __all__ = ["Result", "compare", "distill", "evaluate", "report", "sample", "train_features", "train_teacher"]
 
 
+EVAL_DATA_KEYS = ("data.on_corrupt=", "data.root=", "data.workers=")
+
+
 def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str | Path | None = None,
              data: Any = "mnist5k", out: str | Path | None = None, steps: int | None = None) -> Result:
     """Re-measure a distill run folder (its config.yaml, teacher and student) and rewrite its metrics.json;
     or measure one model (a folder, builtin:NAME, or an nn.Module / kdgen.Generator / kdgen.Classifier) on `data`
     (a dataset name or a torch Dataset), into `out`/metrics.json.
 
-    `overrides` may change eval.* only (e.g. "eval.seeds=[0,1,2]", "eval.num_samples=5000").
+    `overrides` may change eval.* (e.g. "eval.seeds=[0,1,2]", "eval.num_samples=5000") and how the data is read
+    (data.on_corrupt, data.root, data.workers), not what the model is.
     `steps`: a diffusion model's sampling steps (one model only; a run's are in its config and student).
     A run distilled on a Dataset handed in from Python needs `data=` that dataset again.
     """
-    bad = [o for o in overrides or [] if not o.startswith("eval.")]
+    bad = [o for o in overrides or [] if not o.startswith(("eval.", *EVAL_DATA_KEYS))]
     if bad:
-        raise KdgenError(f"evaluate takes only eval.* overrides, got '{bad[0]}'; other settings belong to the run's training")
+        raise KdgenError(f"evaluate takes eval.* overrides and {', '.join(k.rstrip('=') for k in EVAL_DATA_KEYS)} (how the data is read, not "
+                         f"what the model is), got '{bad[0]}'; other settings belong to the run's training")
     if save_features is not None and Path(save_features).expanduser().is_dir():
         raise KdgenError(f"--save-features '{save_features}' is a folder; give a file name such as features.npz")
     from .models.unet import is_diffusers_folder
@@ -85,8 +90,10 @@ def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str
         metrics = evaluate_classifier_pair(cfg, teacher=teacher, student=student, out=out)
     else:
         from .methods import measurement_caveats
+        from .metrics.quality import feature_path
 
-        metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out, caveats=measurement_caveats(cfg.methods, cfg.eval.features),
+        space = feature_path(cfg.eval.features, data=cfg.data.name, channels=face_of(teacher).channels)
+        metrics = evaluate_pair(cfg, teacher=teacher, student=student, out=out, caveats=measurement_caveats(cfg.methods, space),
                                 save_features=Path(save_features) if save_features else None)
     previous = out / "metrics.json"
     if previous.is_file():  # keep what training recorded
@@ -141,9 +148,10 @@ def report(run: str | Path) -> Path:
     return build_report(Path(run).expanduser())
 
 
-def compare(runs: list[str | Path], out: str | Path) -> dict:
-    """One table (markdown + CSV) of every run's teacher and student, and a Pareto plot, into `out`."""
-    return compare_runs([Path(r).expanduser() for r in runs], Path(out).expanduser())
+def compare(runs: list[str | Path], out: str | Path, *, separate: bool = False) -> dict:
+    """One table (markdown + CSV) of every run's teacher and student, and a Pareto plot, into `out`; runs measured in
+    different feature spaces or against different references are refused, or with `separate`, kept in a table each."""
+    return compare_runs([Path(r).expanduser() for r in runs], Path(out).expanduser(), separate=separate)
 
 
 # --------------------------------------------------------------------------- train-teacher / train-features
@@ -151,7 +159,41 @@ def compare(runs: list[str | Path], out: str | Path) -> dict:
 
 def _labelled(cfg: RunConfig, dataset, what: str) -> None:
     if getattr(dataset, "labels", None) is None:
-        raise KdgenError(f"{what} needs labelled images and '{cfg.data.name}' has none; use mnist5k, digits, mnist, fashion-mnist or cifar10")
+        how = " - put the images in one sub-folder per class" if cfg.data.name.startswith("folder:") else ""
+        raise KdgenError(f"{what} needs labelled images and '{cfg.data.name}' has none{how}; or use mnist5k, digits, emoji, mnist, "
+                         "fashion-mnist or cifar10")
+
+
+def images_sha256(dataset) -> str:
+    """sha256 of a dataset's images as 8-bit pixels, in order: what a feature net records it was trained on."""
+    import hashlib
+
+    from .data import stack_images
+
+    x = stack_images(dataset)
+    return hashlib.sha256(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def data_shape(cfg: RunConfig, given: dict[str, Any] | None = None, names: dict[str, str] | None = None) -> tuple[int, int]:
+    """(image_size, channels) a new model is built for: data.image_size / data.channels, else the data's own (a folder's most
+    common shorter side; greyscale only when every image is). `given`: what the recipe's model args say, which must agree
+    (`names`: the recipe keys they came from, default model.args.image_size / model.args.channels)."""
+    d = cfg.data
+    if d.name.startswith("python:"):
+        from .data.user import live_dataset
+
+        c, h, _ = live_dataset(d.name).image_shape
+        native = (h, c)
+    else:
+        native = native_shape(d.name, d.root, d.on_corrupt)
+    size, ch = d.image_size or native[0], d.channels or native[1]
+    for key, want, got in (("image_size", size, (given or {}).get("image_size")), ("channels", ch, (given or {}).get("channels"))):
+        if got is not None and got != want:
+            told = f"data.{key}={want}" if getattr(d, key) is not None else f"the '{d.name}' images have {key} {want}"
+            name = (names or {}).get(key, f"model.args.{key}")
+            raise KdgenError(f"{name}={got} but {told}; a new model's shape is the data's, set by data.{key} for every family - "
+                             f"remove {name}, or set data.{key}={got} to read the data at that {key.replace('_', ' ')}")
+    return size, ch
 
 
 def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
@@ -164,7 +206,8 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     if cfg.model.family != "dcgan-generator":
         raise KdgenError(f"train-teacher builds GAN generators, diffusion models or classifiers; model.family must be 'dcgan-generator', "
                          f"'diffusion' or one of {', '.join(CLASSIFIER_FAMILIES)}, got '{cfg.model.family}'")
-    args = {"z_dim": 100, "image_size": 28, "channels": 1, "base_width": 64, "width": 1.0, **cfg.model.args}
+    size, ch = data_shape(cfg, cfg.model.args)
+    args = {"z_dim": 100, "base_width": 64, "width": 1.0, **cfg.model.args, "image_size": size, "channels": ch}
     # 1. generator and a matching discriminator, trained by the adversarial term alone
     torch.manual_seed(cfg.train.seed)
     generator = build_model("dcgan-generator", args)
@@ -199,9 +242,12 @@ def _train_diffusion_teacher(cfg: RunConfig, resume: bool) -> Result:
     unknown = sorted(set(a) - DIFFUSION_TEACHER_KEYS)
     if unknown:
         raise KdgenError(f"unknown model.args key '{unknown[0]}' for a diffusion teacher; valid keys are: {', '.join(sorted(DIFFUSION_TEACHER_KEYS))}")
-    size, ch = native_shape(cfg.data.name) or (None, None)
-    size, ch = cfg.data.image_size or size or 28, cfg.data.channels or ch or 1
-    unet_args = {"sample_size": size, "in_channels": ch, "out_channels": ch, **dict(a.get("unet") or {})}
+    u = dict(a.get("unet") or {})
+    size, ch = data_shape(cfg, {"image_size": u.get("sample_size"), "channels": u.get("in_channels")},
+                          {"image_size": "model.args.unet.sample_size", "channels": "model.args.unet.in_channels"})
+    if u.get("out_channels", ch) != ch:
+        raise KdgenError(f"model.args.unet.out_channels={u['out_channels']} but the images have {ch} channel(s); remove it")
+    unet_args = {**u, "sample_size": size, "in_channels": ch, "out_channels": ch}
     k = a.get("num_classes")
     if k:
         unet_args["num_class_embeds"] = int(k) + 1  # the last one is the null class of classifier-free guidance
@@ -230,17 +276,10 @@ def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
     from .evaluation import measure_classifier
 
     name = cfg.data.name
-    if name.startswith("folder:"):
-        raise KdgenError("a classifier teacher needs labelled data; a folder dataset has no labels - use mnist5k, digits, mnist, fashion-mnist or cifar10")
-    size, ch = native_shape(name) or (None, None)
-    size, ch = cfg.data.image_size or size or 28, cfg.data.channels or ch or 1
-    for key, want in (("channels", ch), ("image_size", size)):
-        given = cfg.model.args.get(key)
-        if given is not None and given != want:
-            raise KdgenError(f"model.args.{key}={given} but the '{name}' images have {key} {want}; remove model.args.{key} or set data.{key}={given}")
-    train = load_dataset(name, split="train", image_size=size, channels=ch, root=cfg.data.root)
-    test = load_dataset(name, split="test", image_size=size, channels=ch, root=cfg.data.root)
+    size, ch = data_shape(cfg, cfg.model.args)
+    train = run_dataset(cfg, image_size=size, channels=ch)
     _labelled(cfg, train, "a classifier teacher")
+    test = run_dataset(cfg, image_size=size, channels=ch, split="test")
     k = int(train.labels.max()) + 1
     args = {**cfg.model.args, "channels": ch, "num_classes": cfg.model.args.get("num_classes", k)}
     if cfg.model.family != "featnet":
@@ -260,33 +299,92 @@ def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
     return Result(out, metrics, trained.student, trained.seconds)
 
 
+SIMCLR_KEYS = {"temperature", "crop", "flip", "jitter"}
+
+
 def train_features(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
-    """Train the feature network (a CNN classifier) on a labelled dataset; reports its test accuracy."""
+    """Train a feature network on the data: a classifier on labelled images (its test accuracy reported), or SimCLR on
+    unlabelled ones (model.objective; its held-out pair accuracy, and k-NN accuracy where labels exist, reported)."""
+    from .data import stack_images
+    from .methods.contrastive import ContrastiveFeatures
+
     cfg = task_config(config, overrides, "train-features")
     if cfg.model.family != "featnet":
         raise KdgenError(f"train-features builds feature nets; model.family must be 'featnet', got '{cfg.model.family}'")
     name = cfg.data.name
-    if name.startswith("folder:"):
-        raise KdgenError("train-features needs labelled data; a folder dataset has no labels - use mnist5k, digits, mnist, fashion-mnist or cifar10")
-    size, ch = native_shape(name) or (None, None)
-    size, ch = cfg.data.image_size or size, cfg.data.channels or ch
-    given = cfg.model.args.get("channels")
-    if given is not None and given != ch:
-        raise KdgenError(f"model.args.channels={given} but the '{name}' images have {ch} channel(s); remove model.args.channels or set data.channels={given}")
-    train = load_dataset(name, split="train", image_size=size, channels=ch, root=cfg.data.root)
-    test = load_dataset(name, split="test", image_size=size, channels=ch, root=cfg.data.root)
-    args = {**cfg.model.args, "channels": ch, "num_classes": int(train.labels.max()) + 1}
+    size, ch = data_shape(cfg, cfg.model.args)
+    train = run_dataset(cfg, image_size=size, channels=ch)
+    test = run_dataset(cfg, image_size=size, channels=ch, split="test")
+    labels = getattr(train, "labels", None)
+    objective = cfg.model.objective if cfg.model.objective != "auto" else ("classifier" if labels is not None else "simclr")
     torch.manual_seed(cfg.train.seed)
-    net = build_model("featnet", args)
-    out, trained = train_run(SupervisedClassifier(net), train, cfg, resume)
+    if objective == "classifier":
+        _labelled(cfg, train, "train-features with model.objective=classifier (model.objective=simclr needs no labels)")
+        args = {**cfg.model.args, "channels": ch, "num_classes": int(labels.max()) + 1}
+        method = SupervisedClassifier(build_model("featnet", args), shift=cfg.data.shift)
+    else:
+        unknown = sorted(set(cfg.model.simclr) - SIMCLR_KEYS)
+        if unknown:
+            raise KdgenError(f"unknown model.simclr key '{unknown[0]}'; valid keys are: {', '.join(sorted(SIMCLR_KEYS))}")
+        args = {"num_classes": 64, "dropout": 0.0, **cfg.model.args, "channels": ch}  # num_classes: the projection's width
+        method = ContrastiveFeatures(build_model("featnet", args), **cfg.model.simclr)
+    out, trained = train_run(method, train, cfg, resume)
     if not trained.is_main:
         return Result(out)
-    acc = classifier_accuracy(trained.student, test.images, test.labels)
-    save_model(trained.student, out / "featnet", family="featnet", args=args,
-               extra={"trained_on": name, "image_size": size, "test_accuracy": acc})
-    metrics = {"train": train_record(trained), "test_accuracy": acc}
+    net = trained.student.eval()
+    scores: dict[str, float] = {}
+    test_images = stack_images(test)
+    if objective == "classifier":
+        scores["test_accuracy"] = classifier_accuracy(net, test_images, test.labels)
+    else:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            views = test_images[:512]
+            a = augment_like(method, views)
+            b = augment_like(method, views)
+            scores["test_pair_accuracy"] = pair_accuracy(net, a, b)
+        if labels is not None and getattr(test, "labels", None) is not None:
+            scores["knn_accuracy"] = knn_accuracy(net, stack_images(train), labels, test_images, test.labels)
+    save_model(net, out / "featnet", family="featnet", args=args,
+               extra={"trained_on": name, "image_size": size, "channels": ch, "data_sha256": images_sha256(train), "objective": objective,
+                      **scores, **({"split": split_info(cfg.data)} if split_info(cfg.data) else {})})
+    metrics = {"train": train_record(trained), "objective": objective, **scores}
     write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)
+
+
+def augment_like(method, x: torch.Tensor) -> torch.Tensor:
+    from .methods.contrastive import augment
+
+    return augment(x, crop=method.crop, flip=method.flip, jitter=method.jitter)
+
+
+@torch.no_grad()
+def _features(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    device = next(net.parameters()).device
+    return torch.cat([net.features(x.to(device)).cpu() for x in images.split(500)])
+
+
+@torch.no_grad()
+def pair_accuracy(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
+    """How often a held-out image's other view is its nearest neighbour among all the other views (chance 1 / (2N - 1))."""
+    z = torch.nn.functional.normalize(torch.cat([_features(net, a), _features(net, b)]), dim=1)
+    n = len(a)
+    sim = (z @ z.t()).fill_diagonal_(-2)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return float((sim.argmax(1) == target).float().mean())
+
+
+@torch.no_grad()
+def knn_accuracy(net: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 k: int = 5) -> float:
+    """Accuracy of a k-nearest-neighbour vote (cosine) in the feature space: how much class information it holds without labels."""
+    f_train = torch.nn.functional.normalize(_features(net, train_x), dim=1)
+    f_test = torch.nn.functional.normalize(_features(net, test_x), dim=1)
+    idx = (f_test @ f_train.t()).topk(k, dim=1).indices
+    votes = train_y[idx]
+    pred = torch.mode(votes, dim=1).values
+    return float((pred == test_y).float().mean())
 
 
 @torch.no_grad()

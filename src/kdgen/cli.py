@@ -65,11 +65,16 @@ def train_teacher(config: Path = typer.Argument(..., help="YAML recipe with task
 @app.command("train-features")
 def train_features(config: Path = typer.Argument(..., help="YAML recipe with task: train-features"),
                    overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME) -> None:
-    """Train the evaluation feature network (a CNN classifier); prints its test accuracy."""
+    """Train an evaluation feature network: a classifier on labelled images, SimCLR on unlabelled ones; prints how good it is."""
     from .api import train_features as run
 
     result = run(config, overrides, resume=resume)
-    typer.echo(f"feature net: {result.out / 'featnet'}  test accuracy {result.metrics['test_accuracy']:.4f}")
+    m = result.metrics
+    if "test_accuracy" in m:
+        typer.echo(f"feature net: {result.out / 'featnet'}  test accuracy {m['test_accuracy']:.4f}")
+        return
+    knn = f", k-NN accuracy {m['knn_accuracy']:.4f}" if "knn_accuracy" in m else ""
+    typer.echo(f"feature net (SimCLR): {result.out / 'featnet'}  held-out pair accuracy {m['test_pair_accuracy']:.4f}{knn}")
 
 
 @app.command()
@@ -119,11 +124,12 @@ def report(run: Path = typer.Argument(..., help="a run folder")) -> None:
 def compare(
     runs: List[Path] = typer.Argument(..., help="run folders to put side by side"),
     out: Path = typer.Option(Path("runs/compare"), "--out", help="where compare.md, compare.csv and pareto.png go"),
+    separate: bool = typer.Option(False, "--separate", help="runs measured in different feature spaces or references: a table and plot each"),
 ) -> None:
     """One table (markdown and CSV) of every run's teacher and student, and a Pareto plot (FID vs MACs and latency)."""
     from .api import compare as cmp
 
-    result = cmp(runs, out)
+    result = cmp(runs, out, separate=separate)
     typer.echo(result["markdown"])
     typer.echo(f"\ntable: {out / 'compare.md'}, {result['csv']}\nplot: {result['pareto']}")
 
@@ -182,6 +188,24 @@ def bench_latency(
         raise KdgenError(f"--repeats must be at least 1, got {repeats}")
     typer.echo(latency_table(bench(run, repeats=repeats)))
     typer.echo(f"\nmetrics: {run / 'metrics.json'} (latency)")
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Datasets built from installed packages.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("install")
+def data_install(
+    name: str = typer.Argument(..., help="the dataset: emoji"),
+    source: Optional[Path] = typer.Option(None, "--from", help="the package tarball (npm pack emoji-datasource-google@16.0.0) instead of the npm registry"),
+    root: str = typer.Option("~/.cache/kdgen/datasets", "--root", help="where datasets live (data.root)"),
+) -> None:
+    """Build a dataset from its package once (emoji: npm emoji-datasource-google 16.0.0, Apache-2.0), so runs read it offline."""
+    from .data import emoji
+
+    if name != "emoji":
+        raise KdgenError(f"unknown installable dataset '{name}'; the one kdgen installs is 'emoji' (mnist5k and digits ship with the Python packages)")
+    typer.echo(f"dataset emoji: {emoji.install(root, source)}")
 
 
 @app.command()

@@ -27,11 +27,17 @@ def _check(**limits):
 
 @dataclass
 class DataConfig:
-    name: str = "mnist5k"  # mnist5k | digits | mnist | fashion-mnist | cifar10 | folder:PATH
-    image_size: int | None = field(default=None, metadata=_check(gt=0))  # None: the teacher's
-    channels: int | None = field(default=None, metadata=_check(gt=0))  # None: the teacher's
-    root: str = "~/.cache/kdgen/datasets"  # where downloadable datasets live
+    name: str = "mnist5k"  # mnist5k | digits | emoji | mnist | fashion-mnist | cifar10 | folder:PATH
+    # THE shape knob of every family: None = the teacher's when distilling, the data's when training a teacher or
+    # feature net (a folder's: its most common shorter side, and 1 channel only when every image is greyscale)
+    image_size: int | None = field(default=None, metadata=_check(gt=0))
+    channels: int | None = field(default=None, metadata=_check(gt=0))
+    root: str = "~/.cache/kdgen/datasets"  # where downloadable and installed datasets (emoji) live
     on_corrupt: Literal["error", "skip"] = "error"  # folder datasets: stop, or skip and count
+    # folders: the seeded held-out share (per class sub-folder) that FID is measured against; 0: none (FID then uses
+    # the training images, with a caveat). Named datasets have fixed splits.
+    test_fraction: float = field(default=0.1, metadata=_check(ge=0, lt=1))
+    split_seed: int = 0
     batch_size: int = field(default=64, metadata=_check(gt=0))
     workers: int = field(default=0, metadata=_check(ge=0))
     shift: int = field(default=0, metadata=_check(ge=0))  # classifiers: random translation of training images by up to N pixels
@@ -46,6 +52,10 @@ class ModelConfig:
 
     family: str = "dcgan-generator"
     args: dict[str, Any] = field(default_factory=dict)
+    # train-features: classifier (needs labels) | simclr (self-supervised) | auto (classifier when the data has labels)
+    objective: Literal["auto", "classifier", "simclr"] = "auto"
+    # simclr: temperature (0.5), crop (smallest crop area, 0.5), flip (false: it changes digits and text), jitter (0.4)
+    simclr: dict[str, Any] = field(default_factory=dict)
 
 
 DEFAULT_TEACHER = "builtin:gan-mnist5k"
@@ -97,7 +107,12 @@ class EvalConfig:
     num_samples: int = field(default=2000, metadata=_check(gt=1))
     seeds: list[int] = field(default_factory=lambda: [0])
     batch_size: int = field(default=500, metadata=_check(gt=0))
-    features: str = "builtin:featnet-mnist5k"  # feature net for FID/KID
+    # feature net for FID/KID: auto (kdgen's net for the data: featnet-mnist5k for mnist5k/mnist, featnet-emoji for emoji;
+    # other data must name one), a feature-net folder, builtin:NAME, inception[:FILE] or dinov2:FILE
+    features: str = "auto"
+    # a feature net trained on other data than the data measured is refused; true: measure anyway, with a caveat
+    allow_feature_mismatch: bool = False
+    reference: Literal["test", "train"] = "test"  # what FID compares with: the held-out split, or (with a caveat) the training images
     latency_repeats: int = field(default=20, metadata=_check(gt=0))
     k: int = field(default=5, metadata=_check(gt=0))  # neighbours for precision/recall/density/coverage
     enabled: bool = True
@@ -238,6 +253,8 @@ def _check_limits(value: Any, limits: dict[str, float], key: str) -> None:
             raise KdgenError(f"config key '{key}' must be > {limits['gt']}, got {v}")
         if "ge" in limits and not v >= limits["ge"]:
             raise KdgenError(f"config key '{key}' must be >= {limits['ge']}, got {v}")
+        if "lt" in limits and not v < limits["lt"]:
+            raise KdgenError(f"config key '{key}' must be < {limits['lt']}, got {v}")
         if "le" in limits and not v <= limits["le"]:
             raise KdgenError(f"config key '{key}' must be <= {limits['le']}, got {v}")
 

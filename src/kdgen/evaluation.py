@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from .config import RunConfig, load_config
-from .data import has_test_split, load_dataset, native_shape, stack_images
+from .data import data_split, has_test_split, native_shape, split_info, stack_images
 from .errors import KdgenError
 from .faces import face_of
 from .io import atomic_write_bytes
-from .metrics import QualityMetric, evaluate_quality, fidelity, load_feature_extractor, measure_cost
+from .metrics import QualityMetric, evaluate_quality, feature_space, fidelity, measure_cost
 from .metrics.classify import classification_scores, predict
 from .models.loading import load_model
 from .report import save_grid, save_side_by_side
@@ -34,7 +34,17 @@ def run_dataset(cfg: RunConfig, *, image_size: int, channels: int, split: str = 
             raise KdgenError(
                 f"data.{key}={got} does not match the model's {key} {want}; remove data.{key} or use a model made for {got}"
             )
-    return load_dataset(cfg.data.name, split=split, image_size=image_size, channels=channels, root=cfg.data.root, on_corrupt=cfg.data.on_corrupt)
+    return data_split(cfg.data, split, image_size=image_size, channels=channels)
+
+
+def held_out(cfg: RunConfig) -> bool:
+    """Whether the run's data has a held-out split (named datasets; folders unless data.test_fraction=0)."""
+    return has_test_split(cfg.data.name, cfg.data.test_fraction)
+
+
+def run_features(cfg: RunConfig, channels: int) -> tuple[nn.Module, dict]:
+    """The run's FID feature space (eval.features, checked against the data it measures)."""
+    return feature_space(cfg.eval.features, data=cfg.data.name, channels=channels, allow_mismatch=cfg.eval.allow_feature_mismatch)
 
 
 def generator_shape(model: nn.Module) -> tuple[int, int, tuple[int, ...] | None]:
@@ -47,7 +57,7 @@ def measure_samplers(cfg: RunConfig, samplers: dict[str, GeneratorSampler], weig
                      features: dict[str, dict] | None = None) -> tuple[dict[str, Any], QualityMetric]:
     """Every sampler's quality (all seeds) and cost, against one reference set, plus the protocol that says how."""
     e = cfg.eval
-    extractor, feat_info = load_feature_extractor(e.features, channels=ch)
+    extractor, feat_info = run_features(cfg, ch)
     real, ref_name = reference_images(cfg, size, ch)
     metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
     metrics: dict[str, Any] = {}
@@ -64,6 +74,8 @@ def measure_samplers(cfg: RunConfig, samplers: dict[str, GeneratorSampler], weig
         "feature_net": feat_info, "image_size": size, "channels": ch, "value_range": [-1, 1],
         "kid_subset_size": min(metric.kid_subset, len(real), e.num_samples), "prdc_k": e.k,
     }
+    if split_info(cfg.data) is not None:
+        metrics["protocol"]["split"] = split_info(cfg.data)
     return metrics, metric
 
 
@@ -86,7 +98,7 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     metrics["student"]["fidelity"] = fidelity(samplers["student"], samplers["teacher"], metric.extractor,
                                               n=min(e.num_samples, 500), seed=e.seeds[0], batch_size=e.batch_size)
     metrics["protocol"]["real_train_vs_reference"] = _floor(cfg, metric, size, ch, e.num_samples)
-    metrics["protocol"]["caveats"] = _caveats(cfg, teacher, caveats or [])
+    metrics["protocol"]["caveats"] = _caveats(cfg, teacher, caveats or [], metrics["protocol"]["feature_net"])
     panels = {k: s.sample(64, e.seeds[0]) for k, s in samplers.items()}
     save_side_by_side(panels, out / "samples" / "teacher_vs_student.png")
     save_grid(panels["student"], out / "samples" / "student.png")
@@ -121,13 +133,12 @@ def measure_classifier(model: nn.Module, test, *, weights: Path | None, num_clas
 def evaluate_classifier_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path) -> dict:
     """Teacher and student classifiers on the same test split: scores, cost, and how often their arg-max agrees;
     writes RUN/plots/confusion.png (teacher | student)."""
-    if cfg.data.name.startswith("folder:"):
-        raise KdgenError("a classifier is measured on labelled test data; a folder has none - set eval.enabled=false or use a labelled dataset")
     size, ch = classifier_shape(teacher, cfg.data.name)
-    held_out = has_test_split(cfg.data.name)
-    test = run_dataset(cfg, image_size=size, channels=ch, split="test" if held_out else "train")
+    split = held_out(cfg)
+    test = run_dataset(cfg, image_size=size, channels=ch, split="test" if split else "train")
     if getattr(test, "labels", None) is None:
-        raise KdgenError(f"a classifier is measured on labelled images and '{cfg.data.name}' has no labels; set eval.enabled=false or label them")
+        raise KdgenError(f"a classifier is measured on labelled images and '{cfg.data.name}' has no labels; set eval.enabled=false, "
+                         "or put the images in one sub-folder per class")
     k = int(face_of(teacher).num_classes or int(test.labels.max()) + 1)
     reps = cfg.eval.latency_repeats
     metrics: dict[str, Any] = {}
@@ -135,10 +146,12 @@ def evaluate_classifier_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.
     metrics["student"], s_pred = measure_classifier(student, test, weights=weights_file(out / "student"), num_classes=k, repeats=reps)
     metrics["student"]["agreement"] = float((s_pred == t_pred).float().mean())
     caveats = [f"{len(test)} test images: one error is {100 / len(test):.2f} points of accuracy"]
-    if not held_out:
+    if not split:
         caveats.append(f"{cfg.data.name} has no held-out split: accuracy is measured on the training images")
-    metrics["protocol"] = {"kind": "classifier", "reference": f"{cfg.data.name} {'test split' if held_out else '(the training set)'}",
+    metrics["protocol"] = {"kind": "classifier", "reference": f"{cfg.data.name} {'test split' if split else '(the training set)'}",
                            "reference_count": len(test), "image_size": size, "channels": ch, "num_classes": k, "caveats": caveats}
+    if split_info(cfg.data) is not None:
+        metrics["protocol"]["split"] = split_info(cfg.data)
     from .report.plots import confusion
 
     confusion({"teacher": metrics["teacher"]["confusion"], "student": metrics["student"]["confusion"]}, out / "plots" / "confusion.png")
@@ -173,26 +186,33 @@ def _save_features(path: Path, real: torch.Tensor, feats: dict[str, dict], seeds
 
 def _floor(cfg: RunConfig, metric: QualityMetric, size: int, ch: int, n: int) -> dict | None:
     """FID/KID of real training images vs the reference: the best score this protocol allows."""
-    if not has_test_split(cfg.data.name):
+    if not held_out(cfg) or cfg.eval.reference == "train":
         return None  # a folder is both training data and reference: no independent real set
     train_real = stack_images(run_dataset(cfg, image_size=size, channels=ch), n)
     floor = metric.score(train_real)
     return {"fid": floor["fid"], "kid": floor["kid"], "count": len(train_real)}
 
 
-def _caveats(cfg: RunConfig, teacher: nn.Module, extra: list[str]) -> list[str]:
+def _caveats(cfg: RunConfig, teacher: nn.Module | None, extra: list[str], feature_net: dict) -> list[str]:
     notes = list(extra)
-    if not has_test_split(cfg.data.name):
+    if not held_out(cfg):
         notes.append(f"{cfg.data.name.split(':')[0]} data: the reference set is the training set (no held-out split)")
-    if face_of(teacher).kind == "diffusion":
+    elif cfg.eval.reference == "train":
+        notes.append("eval.reference=train: FID compares with the training images, so a model that memorised them scores best")
+    if feature_net.get("caveat"):
+        notes.append(feature_net["caveat"])
+    if teacher is not None and face_of(teacher).kind == "diffusion":
         notes.append("diffusion: teacher and student start from the same noise; their MACs count every network call of sampling")
     return notes
 
 
 def reference_images(cfg: RunConfig, size: int, ch: int) -> tuple[torch.Tensor, str]:
-    """The held-out real images FID is measured against (a folder has no split: all of it)."""
-    if not has_test_split(cfg.data.name):
+    """The real images FID is measured against: the held-out split; the training images with eval.reference=train, or where
+    the data has no split (a Dataset handed in, data.test_fraction=0)."""
+    if not held_out(cfg):
         return stack_images(run_dataset(cfg, image_size=size, channels=ch)), f"all of {cfg.data.name} (no held-out split)"
+    if cfg.eval.reference == "train":
+        return stack_images(run_dataset(cfg, image_size=size, channels=ch), cfg.eval.num_samples), f"{cfg.data.name} training images"
     return stack_images(run_dataset(cfg, image_size=size, channels=ch, split="test")), f"{cfg.data.name} test split"
 
 
@@ -211,17 +231,19 @@ def evaluate_model(path: Path | nn.Module, overrides: list[str] | None, *, data:
         sampler = make_sampler(model, batch_size=e.batch_size, steps=steps)
         measured, _ = measure_samplers(cfg, {"model": sampler}, {"model": weights}, size=size, ch=ch)
         block, protocol = measured["model"], measured["protocol"]
+        protocol["caveats"] = _caveats(cfg, None, [], protocol["feature_net"])
     elif kind == "classifier":
-        if data.startswith("folder:"):
-            raise KdgenError("a classifier is measured on labelled data; a folder has no labels - give --data mnist5k, digits, mnist, fashion-mnist or cifar10")
         size, ch = classifier_shape(model, data)
-        held_out = has_test_split(data)
-        test = load_dataset(data, split="test" if held_out else "train", image_size=size, channels=ch, root=cfg.data.root)
+        split = held_out(cfg)
+        test = run_dataset(cfg, image_size=size, channels=ch, split="test" if split else "train")
         if getattr(test, "labels", None) is None:
-            raise KdgenError(f"a classifier is measured on labelled images and '{data}' has none; give labelled data")
+            how = " (a folder is labelled by one sub-folder per class)" if data.startswith("folder:") else ""
+            raise KdgenError(f"a classifier is measured on labelled images and '{data}' has none; give labelled data{how}")
         k = face_of(model).num_classes or int(test.labels.max()) + 1
         block, _ = measure_classifier(model, test, weights=weights, num_classes=k, repeats=e.latency_repeats)
-        protocol = {"reference": f"{data} {'test split' if held_out else '(the whole set: no held-out split)'}", "reference_count": len(test)}
+        protocol = {"reference": f"{data} {'test split' if split else '(the whole set: no held-out split)'}", "reference_count": len(test)}
+        if split_info(cfg.data) is not None:
+            protocol["split"] = split_info(cfg.data)
     else:
         raise KdgenError(f"'{path}' is a {kind}, which kdgen cannot evaluate alone yet; give a generator, a classifier or a run folder")
     family = getattr(model, "kdgen_meta", {}).get("family") or type(model).__name__

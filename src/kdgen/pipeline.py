@@ -25,9 +25,9 @@ from torch import nn
 
 from .config import RunConfig
 from .errors import KdgenError
-from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pair, run_dataset
+from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pair, run_dataset, run_features
 from .faces import Face, face_of, set_face
-from .metrics import load_feature_extractor
+from .metrics.quality import feature_path
 from .models.loading import build_model, load_model
 from .models.resolve import (
     check_one_student,
@@ -95,7 +95,7 @@ def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: 
         return _distill_diffusion(cfg, t, resume, given)
     plan = PLANS[face.kind](cfg, t, face, student)
     if cfg.eval.enabled and face.makes_images:
-        load_feature_extractor(cfg.eval.features, channels=face.channels)  # a bad eval.features fails now, not after training
+        run_features(cfg, face.channels)  # a bad or mismatched eval.features fails now, not after training
     if teacher is not None:  # everything is built: the run's config.yaml must name a teacher a fresh process can load
         cfg.teacher.path = teacher_record(t, Path(cfg.out), write=False)
         check_resume(cfg, resume)  # before RUN/teacher is (over)written
@@ -163,12 +163,13 @@ def plan_generator(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -
 
     if cfg.student.args and cfg.student.class_ is None:
         raise KdgenError("student.args are the arguments of student.class; add student.class or remove student.args")
-    dataset = run_dataset(cfg, image_size=face.image_size, channels=face.channels)
+    dataset = training_data(cfg, face.image_size, face.channels)
     student = pick_student(cfg, teacher, face, given)
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=face.image_size,
                       channels=face.channels, z_shape=face.z_shape)
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.z_shape)
-    caveats = measurement_caveats(cfg.methods, cfg.eval.features)
+    space = feature_path(cfg.eval.features, data=cfg.data.name, channels=face.channels) if cfg.eval.enabled else None
+    caveats = measurement_caveats(cfg.methods, space) if space else []
     return Plan(method, dataset, functools.partial(evaluate_pair, caveats=caveats), lambda m, folder: save_any(m, folder))
 
 
@@ -184,9 +185,10 @@ def plan_classifier(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) 
     if face.image_shape is None:
         face = _classifier_face_from_data(cfg, teacher, face)
     size, ch = face.image_size, face.channels
-    if cfg.eval.enabled and cfg.data.name.startswith("folder:"):
-        raise KdgenError("a classifier is measured on labelled test data and a folder has none; set eval.enabled=false to distil on a folder")
-    dataset = run_dataset(cfg, image_size=size, channels=ch)
+    dataset = training_data(cfg, size, ch)
+    if cfg.eval.enabled and getattr(dataset, "labels", "given") is None and cfg.data.name.startswith("folder:"):
+        raise KdgenError("a classifier is measured on labelled test images and this folder has no class sub-folders; put the images in one "
+                         "sub-folder per class, or set eval.enabled=false to distil on it unlabelled")
     student = classifier_student(cfg, teacher, face, given)
     labelled = getattr(dataset, "labelled", None)
     labelled = dataset.labels is not None if labelled is None else labelled
@@ -210,6 +212,18 @@ def plan_classifier(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) 
     record = None if pool is None else lambda: {"transfer": {"generator": d.transfer, "pool": len(pool), "per_batch": method.transfer_batch,
                                                              "images_seen": int(method.transfer_seen)}}
     return Plan(method, dataset, evaluate_classifier_pair, save, record)
+
+
+def training_data(cfg: RunConfig, size: int, channels: int) -> torch.utils.data.Dataset:
+    """The run's training split at the teacher's shape; a folder whose own shape differs is read at the teacher's, and kdgen says so."""
+    if cfg.data.name.startswith("folder:") and cfg.data.image_size is None and cfg.data.channels is None:
+        from .data import native_shape
+
+        own = native_shape(cfg.data.name, cfg.data.root, cfg.data.on_corrupt)
+        if own != (size, channels):
+            log.warning("the folder's images are %d px with %d channel(s); the teacher takes %d px with %d, so kdgen reads them at the "
+                        "teacher's shape", own[0], own[1], size, channels)
+    return run_dataset(cfg, image_size=size, channels=channels)
 
 
 def dataset_images(dataset, n: int) -> torch.Tensor:
@@ -292,8 +306,8 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: 
         raise KdgenError("no methods given; name one of progressive, consistency, onestep, structural (see `kdgen methods`)")
     plan = [(name, rnd) for name in order for rnd in METHODS.get(name).rounds(opts[name], teacher, cfg.train.steps)]
     if cfg.eval.enabled:
-        load_feature_extractor(cfg.eval.features, channels=teacher.channels)  # a bad eval.features fails now, not after training
-    dataset = run_dataset(cfg, image_size=teacher.image_size, channels=teacher.channels)
+        run_features(cfg, teacher.channels)  # a bad or mismatched eval.features fails now, not after training
+    dataset = training_data(cfg, teacher.image_size, teacher.channels)
     s = cfg.student
     if given is not None:
         student, init_counts = given, {"given": type(given.unet).__name__, "params": sum(p.numel() for p in given.parameters())}

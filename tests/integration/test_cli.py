@@ -225,7 +225,7 @@ def test_evaluate_seeds_and_saved_features_reproduce_fid_independently(tiny_run,
 def test_evaluate_refuses_training_overrides(tiny_run, monkeypatch, capsys):
     out, _, _ = tiny_run
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", out, "train.steps=5")
-    assert code == 2 and "only eval.* overrides" in err
+    assert code == 2 and "evaluate takes eval.* overrides and data.on_corrupt" in err and "train.steps=5" in err
 
 
 def test_report_and_compare_commands(tiny_run, tmp_path, monkeypatch, capsys):

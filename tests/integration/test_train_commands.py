@@ -52,8 +52,9 @@ def test_two_process_torchrun_distill(tiny_teacher, tmp_path):
     assert load_model(out / "student") is not None
 
 
-def test_distill_on_a_folder_of_images(tiny_teacher, tmp_path, monkeypatch, capsys):
-    """folder:PATH data is resized to the teacher's 28x28 grey images; FID then uses the whole folder."""
+def test_distill_on_a_folder_of_images(tiny_teacher, tmp_path, monkeypatch, capsys, caplog):
+    """folder:PATH data is read at the teacher's 28x28 grey (kdgen says so); FID uses the folder's seeded held-out split, in a
+    feature space the user must name for a folder (here the digit net, allowed with a caveat)."""
     import numpy as np
     from conftest import tiny_overrides
     from PIL import Image
@@ -63,14 +64,17 @@ def test_distill_on_a_folder_of_images(tiny_teacher, tmp_path, monkeypatch, caps
     for i in range(40):
         Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "sub" / f"{i}.png")
     code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
-                           *tiny_overrides(tiny_teacher, tmp_path / "run", steps=2), f"data.name=folder:{tmp_path / 'imgs'}")
+                           *tiny_overrides(tiny_teacher, tmp_path / "run", steps=2), f"data.name=folder:{tmp_path / 'imgs'}",
+                           "data.test_fraction=0.25", "eval.features=builtin:featnet-mnist5k", "eval.allow_feature_mismatch=true")
     assert code == 0, err
+    assert "the folder's images are 36 px with 3 channel(s); the teacher takes 28 px with 1" in caplog.text
     p = json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"]
-    assert p["reference_count"] == 40 and "no held-out split" in p["reference"]
+    assert p["reference_count"] == 10 and p["reference"].endswith("test split") and p["split"]["train_count"] == 30
+    assert any("trained on mnist5k, not on the measured data folder:" in c for c in p["caveats"])
 
 
 def test_train_teacher_bad_model_args_are_sentences(tmp_path, monkeypatch, capsys):
-    for arg, pattern in (("model.args.image_size=30", "cannot build a 'dcgan-generator'"), ("model.args.z_dim=-1", "z_dim must be > 0")):
+    for arg, pattern in (("data.image_size=30", "cannot build a 'dcgan-generator'"), ("model.args.z_dim=-1", "z_dim must be > 0")):
         code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/gan/mnist5k-teacher.yaml", f"out={tmp_path}", arg)
         assert code == 2 and pattern in err and "Traceback" not in err
 

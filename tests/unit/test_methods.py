@@ -144,3 +144,20 @@ def test_every_classifier_and_diffusion_method_trains_its_student_and_leaves_the
     teacher = method.teacher.module
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters()) and not teacher.training
     assert not any(k.startswith("teacher.") for k in method.checkpoint_state())
+
+
+def test_simclr_views_and_loss():
+    """Augmented views stay in range and differ per image; NT-Xent is low when pairs match and high when they do not."""
+    from kdgen.methods.contrastive import augment, nt_xent
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    a, b = augment(x, crop=0.5, flip=True, jitter=0.4), augment(x, crop=0.5, flip=True, jitter=0.4)
+    assert a.shape == x.shape and a.min() >= -1 and a.max() <= 1 and not torch.allclose(a, b)
+    assert not torch.allclose(augment(x, crop=1.0, flip=False, jitter=0.0), x[:1].expand_as(x))
+    z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    matched, acc = nt_xent(torch.cat([z, z]), 0.1)
+    shuffled, _ = nt_xent(torch.cat([z, z[torch.randperm(8)]]), 0.1)
+    assert acc == 1.0 and matched < shuffled
+    grey = augment(x[:, :1], crop=0.5, flip=False, jitter=0.4)
+    assert grey.shape == (8, 1, 16, 16)

@@ -89,8 +89,24 @@ def test_compare_two_runs(runs, tmp_path):
     md = result["markdown"]
     assert md == (tmp_path / "cmp" / "compare.md").read_text().strip()
     assert md.count("\n") == 5 and "| FID ± std |" in md and "| a | student |" in md
+    assert {r["teacher"] for r in rows} == {str(runs[0].parent.parent / "teacher0" / "teacher")} or len({r["teacher"] for r in rows}) == 1
+    assert "teacher" in rows[0]["teacher"] and rows[0]["space"].startswith("features builtin:featnet-mnist5k")
     with Image.open(result["pareto"]) as im:
         assert im.format == "PNG" and im.width > im.height
+
+
+def test_compare_keeps_feature_spaces_apart(runs, tmp_path):
+    """Runs measured in two feature spaces are refused (the sentence names both), or with separate=True kept in a table each."""
+    other = _copy(runs[1], tmp_path)
+    m = json.loads((other / "metrics.json").read_text())
+    m["protocol"]["feature_net"] = {**m["protocol"]["feature_net"], "path": "inception:w.pth", "sha256": "ab" * 32}
+    (other / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(KdgenError, match=r"measured in 2 different spaces.*inception:w.pth.*pass separate for one table"):
+        compare_runs([runs[0], other], tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+    result = compare_runs([runs[0], other], tmp_path / "cmp", separate=True)
+    assert result["markdown"].count("### Space") == 2 and len(result["pareto_all"]) == 2
+    assert all(p.is_file() for p in result["pareto_all"])
 
 
 def test_compare_refuses_a_folder_that_is_not_a_run(runs, tmp_path):

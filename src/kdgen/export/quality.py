@@ -44,14 +44,14 @@ def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, se
             s = classification_scores(pred, test.labels, face_of(graph.model).num_classes)
             out[name] = {k: s[k] for k in ("accuracy", "macro_f1", "errors") if k in s}
         return out
-    from ..evaluation import generator_shape, reference_images
-    from ..metrics import QualityMetric, evaluate_quality, load_feature_extractor
+    from ..evaluation import generator_shape, reference_images, run_features
+    from ..metrics import QualityMetric, evaluate_quality
     from ..sampling import make_sampler
 
     e = cfg.eval
     size, ch, _ = generator_shape(graph.model)
     torch_sampler = make_sampler(graph.model, batch_size=e.batch_size)
-    extractor, _ = load_feature_extractor(e.features, channels=ch)
+    extractor, _ = run_features(cfg, ch)
     real, _ = reference_images(cfg, size, ch)
     metric = QualityMetric(extractor, real, batch_size=e.batch_size, k=e.k)
     out = {}

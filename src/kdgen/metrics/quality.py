@@ -78,6 +78,47 @@ class InceptionExtractor(torch.nn.Module):
         return self.net(x).reshape(x.shape[0], -1)
 
 
+# eval.features=auto: the feature net kdgen ships for a dataset
+AUTO_FEATURES = {"mnist5k": "builtin:featnet-mnist5k", "mnist": "builtin:featnet-mnist5k", "digits": "builtin:featnet-mnist5k",
+                 "emoji": "builtin:featnet-emoji"}
+# datasets of one domain: a net trained on one measures the others, with a caveat (mnist5k is 5,000 of MNIST's images;
+# scikit-learn's digits are other handwritten digits, at 8x8)
+DOMAIN = {"mnist5k": "handwritten digits", "mnist": "handwritten digits", "digits": "handwritten digits"}
+
+
+def feature_path(features: str, *, data: str, channels: int) -> str:
+    """eval.features with `auto` resolved: kdgen's feature net for `data`, or a sentence saying there is none."""
+    if features != "auto":
+        return features
+    path = AUTO_FEATURES.get(data)
+    if path is None and data.startswith("python:") and channels == 1:
+        path = AUTO_FEATURES["mnist5k"]  # a Dataset handed in: kdgen cannot tell what it holds; grey images get the digit net, noted
+    if path is None:
+        raise KdgenError(
+            f"kdgen has no feature net for '{data}', so FID on it would be measured in a space made for other images; train one "
+            f"on it (kdgen train-features configs/features/folder.yaml data.name={data}) and set eval.features=RUN/featnet, or "
+            "give eval.features=inception:FILE")
+    return path
+
+
+def feature_space(features: str, *, data: str, channels: int, allow_mismatch: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The extractor FID/KID use for `data`, and its record; a feature net trained on other data is refused (or, allowed,
+    noted in info["caveat"]). `features` "auto" picks kdgen's net for the data."""
+    path = feature_path(features, data=data, channels=channels)
+    extractor, info = load_feature_extractor(path, channels=channels)
+    trained = info.get("trained_on")
+    if trained is not None and trained != data:
+        note = f"the feature net {path} was trained on {trained}, not on the measured data {data}"
+        if DOMAIN.get(trained, trained) == DOMAIN.get(data, data):
+            info["caveat"] = f"{note} (both {DOMAIN[data]})"
+            return extractor, info
+        if not (data.startswith("python:") or allow_mismatch):
+            raise KdgenError(f"{note}, so its FID says little about these images; train one on this data (kdgen train-features with "
+                             f"data.name={data}) and set eval.features to it, or set eval.allow_feature_mismatch=true to measure anyway")
+        info["caveat"] = note + (" (kdgen cannot check a Dataset handed in from Python)" if data.startswith("python:") else " (allowed)")
+    return extractor, info
+
+
 def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[torch.nn.Module, dict]:
     """The feature space quality is measured in: a kdgen feature net folder, `inception` or `inception:FILE`."""
     text = str(path)
@@ -88,8 +129,10 @@ def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[torch.nn
         return extractor, {"path": text, "sha256": digest, "num_features": 2048, "layer": "Inception-v3 pool3 (FID standard)"}
     folder = resolve_path(path)
     net = load_feature_net(folder, channels=channels)
+    meta = getattr(net, "kdgen_meta", None) or {}
     info = {"path": str(path), "sha256": file_sha256(folder / "model.safetensors"), "num_features": net.num_features,
-            "layer": "embed (pre-ReLU penultimate linear)"}
+            "layer": "embed (pre-ReLU penultimate linear)",
+            **{k: meta[k] for k in ("trained_on", "image_size", "channels", "data_sha256", "objective") if k in meta}}
     return FeatureExtractor(net), info
 
 

@@ -20,11 +20,13 @@ class FeatureNet(nn.Module):
 
     face_kind = "classifier"
 
-    def __init__(self, *, channels: int = 1, num_classes: int = 10, width: int = 32, num_features: int = 128):
+    def __init__(self, *, channels: int = 1, num_classes: int = 10, width: int = 32, num_features: int = 128, dropout: float = 0.3):
         super().__init__()
         for name, v in {"channels": channels, "num_classes": num_classes, "width": width, "num_features": num_features}.items():
             if not (isinstance(v, int) and v > 0):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.channels, self.num_features = channels, num_features
 
         def block(cin: int, cout: int) -> nn.Sequential:
@@ -35,7 +37,8 @@ class FeatureNet(nn.Module):
             block(2 * width, 2 * width), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
         )
         self.embed = nn.Sequential(nn.Linear(2 * width * 16, num_features), nn.BatchNorm1d(num_features, affine=False))
-        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.3), nn.Linear(num_features, num_classes))
+        # a classifier's head; for a self-supervised net (train-features on unlabelled images) the SimCLR projection
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(num_features, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(self.body(x))

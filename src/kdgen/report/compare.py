@@ -13,7 +13,7 @@ from .plots import pareto, run_points
 
 # (markdown header, csv header): the CSV keeps raw numbers, FID and its std in two columns
 COLUMNS = [
-    ("run", "run"), ("role", "role"), ("FID ± std", "fid"), (None, "fid_std"), ("KID x1000", "kid"),
+    ("run", "run"), ("role", "role"), ("teacher", "teacher"), ("FID ± std", "fid"), (None, "fid_std"), ("KID x1000", "kid"),
     ("params", "params"), ("MACs / image", "macs"), ("latency b1 (ms)", "latency_b1_ms"),
     ("latency b64 (ms)", "latency_b64_ms"), ("FID / teacher", "fid_vs_teacher"), ("MACs / teacher", "macs_vs_teacher"),
 ]
@@ -53,13 +53,14 @@ def _md_cells(r: dict) -> list[str]:
         return "-" if v is None else fmt.format(v)
 
     fid = num(r["fid"], "{:.2f}") + (f" ± {r['fid_std']:.2f}" if r["fid_std"] is not None and r["n_seeds"] > 1 else "")
-    return [r["run"].replace("|", "\\|"), r["role"], fid, num(None if r["kid"] is None else r["kid"] * 1000, "{:.2f}"),
+    return [r["run"].replace("|", "\\|"), r["role"], r.get("teacher", "-").replace("|", "\\|"), fid,
+            num(None if r["kid"] is None else r["kid"] * 1000, "{:.2f}"),
             num(r["params"], "{:,}"), num(r["macs"], "{:,}"), num(r["latency_b1_ms"], "{:.2f}"),
             num(r["latency_b64_ms"], "{:.2f}"), num(r["fid_vs_teacher"], "{:.3f}x"), num(r["macs_vs_teacher"], "{:.3f}x")]
 
 
 CLASSIFIER_COLUMNS = [
-    ("run", "run"), ("role", "role"), ("test errors", "errors"), ("accuracy", "accuracy"), ("macro-F1", "macro_f1"),
+    ("run", "run"), ("role", "role"), ("teacher", "teacher"), ("test errors", "errors"), ("accuracy", "accuracy"), ("macro-F1", "macro_f1"),
     ("agreement", "agreement"), ("params", "params"), ("MACs / image", "macs"), ("latency b1 (ms)", "latency_b1_ms"),
     ("latency b64 (ms)", "latency_b64_ms"), ("errors / teacher", "errors_vs_teacher"), ("MACs / teacher", "macs_vs_teacher"),
 ]
@@ -81,17 +82,17 @@ def _classifier_record(label: str, role: str, m: dict, teacher: dict) -> dict:
 
 
 def classifier_markdown(records: list[dict]) -> str:
-    lines = ["| " + " | ".join(md for md, _ in CLASSIFIER_COLUMNS) + " |", "|---|---|" + "---:|" * (len(CLASSIFIER_COLUMNS) - 2)]
+    lines = ["| " + " | ".join(md for md, _ in CLASSIFIER_COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(CLASSIFIER_COLUMNS) - 3)]
     for r in records:
-        cells = [r["run"].replace("|", "\\|"), r["role"]]
-        cells += ["-" if r[key] is None else CLASSIFIER_FORMATS[key].format(r[key]) for _, key in CLASSIFIER_COLUMNS[2:]]
+        cells = [r["run"].replace("|", "\\|"), r["role"], r.get("teacher", "-").replace("|", "\\|")]
+        cells += ["-" if r[key] is None else CLASSIFIER_FORMATS[key].format(r[key]) for _, key in CLASSIFIER_COLUMNS[3:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def to_markdown(records: list[dict]) -> str:
     headers = [md for md, _ in COLUMNS if md]
-    lines = ["| " + " | ".join(headers) + " |", "|---|---|" + "---:|" * (len(headers) - 2)]
+    lines = ["| " + " | ".join(headers) + " |", "|---|---|---|" + "---:|" * (len(headers) - 3)]
     lines += ["| " + " | ".join(_md_cells(r)) + " |" for r in records]
     return "\n".join(lines)
 
@@ -104,10 +105,35 @@ def to_csv(records: list[dict], columns: list[tuple] = COLUMNS) -> str:
     return buf.getvalue()
 
 
-def compare_runs(runs: list[Path], out: Path) -> dict:
+def space_of(metrics: dict) -> str:
+    """Where a run's numbers live: the feature net (by sha256) and the reference set; runs in different spaces do not compare."""
+    p = metrics.get("protocol") or {}
+    if is_classifier_run(metrics):
+        return f"accuracy on {p.get('reference', '?')} ({p.get('reference_count', '?')} images)"
+    f = p.get("feature_net") or {}
+    split = (p.get("split") or {}).get("test_files_sha256")
+    return (f"features {f.get('path', '?')} (sha256 {str(f.get('sha256', '?'))[:12]}), reference {p.get('reference', '?')} "
+            f"({p.get('reference_count', '?')} images{', split ' + split[:12] if split else ''}), {p.get('image_size', '?')} px")
+
+
+def teacher_of(run: Path) -> str:
+    """The teacher a run distilled, as its config.yaml names it (path or class), for labels."""
+    import yaml
+
+    try:
+        t = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("teacher") or {}
+    except (OSError, yaml.YAMLError):
+        return "?"
+    return str(t.get("path") or t.get("class") or "?")
+
+
+def compare_runs(runs: list[Path], out: Path, *, separate: bool = False) -> dict:
     """A row per run's teacher and per run's student (ratios vs that run's teacher), and one Pareto plot of them all.
 
-    Writes out/compare.md, out/compare.csv and out/pareto.png; returns {"markdown", "csv", "pareto"}.
+    Runs measured in different feature spaces or against different references are refused, or with `separate`, put in
+    one table and one Pareto plot per space. Teachers are labelled by their path.
+    Writes out/compare.md, out/compare.csv and out/pareto.png (pareto-2.png, ... for further spaces); returns
+    {"markdown", "csv", "pareto", "spaces"}.
     """
     if not runs:
         raise KdgenError("compare needs at least one run folder; give the folders `kdgen distill` wrote")
@@ -118,16 +144,31 @@ def compare_runs(runs: list[Path], out: Path) -> dict:
     if len(kinds) > 1:
         raise KdgenError("compare got classifier runs and image-generator runs; their quality is measured differently - compare each kind on its own")
     classifier = kinds == {True}
-    # 2. a teacher row and a student row per run
-    records, points = [], []
+    spaces: dict[str, list[int]] = {}
+    for i, m in enumerate(all_metrics):
+        spaces.setdefault(space_of(m), []).append(i)
+    labels = _labels(runs)
+    if len(spaces) > 1 and not separate:
+        groups = "; ".join(f"{', '.join(labels[i] for i in idx)}: {space}" for space, idx in spaces.items())
+        raise KdgenError(f"these runs were measured in {len(spaces)} different spaces, so their numbers do not compare ({groups}); "
+                         "re-measure them alike (kdgen evaluate RUN eval.features=...), or pass --separate for one table per space")
+    # 2. per space: a teacher row and a student row per run, one Pareto plot
+    out = ensure_dir(Path(out).expanduser())
     record = _classifier_record if classifier else _record
-    for label, metrics in zip(_labels(runs), all_metrics):
-        records += [record(label, role, metrics[role], metrics["teacher"]) for role in ("teacher", "student")]
-        points += run_points(label, metrics)
+    sections, all_records, plots = [], [], []
+    for n, (space, idx) in enumerate(spaces.items(), 1):
+        records, points = [], []
+        for i in idx:
+            metrics, teacher = all_metrics[i], teacher_of(runs[i])
+            records += [{**record(labels[i], role, metrics[role], metrics["teacher"]), "teacher": teacher} for role in ("teacher", "student")]
+            points += [{**p, "teacher": teacher} for p in run_points(labels[i], metrics)]
+        table = classifier_markdown(records) if classifier else to_markdown(records)
+        sections.append(table if len(spaces) == 1 else f"### Space {n}: {space}\n\n{table}")
+        plots.append(pareto(points, out / ("pareto.png" if n == 1 else f"pareto-{n}.png")))
+        all_records += [{**r, "space": space} for r in records]
     # 3. the files
-    out = Path(out).expanduser()
-    out = ensure_dir(out)
-    markdown = classifier_markdown(records) if classifier else to_markdown(records)
+    markdown = "\n\n".join(sections)
     atomic_write_text(out / "compare.md", markdown + "\n")
-    atomic_write_text(out / "compare.csv", to_csv(records, CLASSIFIER_COLUMNS if classifier else COLUMNS))
-    return {"markdown": markdown, "csv": out / "compare.csv", "pareto": pareto(points, out / "pareto.png")}
+    columns = (CLASSIFIER_COLUMNS if classifier else COLUMNS) + [("space", "space")]
+    atomic_write_text(out / "compare.csv", to_csv(all_records, columns))
+    return {"markdown": markdown, "csv": out / "compare.csv", "pareto": plots[0], "pareto_all": plots, "spaces": list(spaces)}

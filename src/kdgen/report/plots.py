@@ -84,20 +84,24 @@ def _number(v) -> bool:
 
 
 def _label_points(ax, points: list[dict], key: str, y: str = "fid") -> None:
-    """One label per place (one teacher shared by several runs gets one joined label), pointing inwards."""
+    """One label per place, pointing inwards; the teacher points of runs that share one teacher (the same `teacher`
+    path) get one label, "teacher PATH (n runs)" (their points differ only by timing noise)."""
     labels: dict[tuple[float, float], list[str]] = {}
-    teachers = [p for p in points if p.get("role") == "teacher"]
+    shared: dict[str, list[dict]] = {}
     for p in points:
-        if p.get("role") == "teacher" and len(teachers) > 1 and p is not teachers[0]:
-            continue  # several runs of one teacher: label it once (its points differ only by timing noise)
+        if p.get("role") == "teacher" and p.get("teacher"):
+            shared.setdefault(p["teacher"], []).append(p)
+    for p in points:
+        same = shared.get(p.get("teacher"), []) if p.get("role") == "teacher" else []
+        if len(same) > 1:
+            if p is same[0]:
+                labels.setdefault((p[key], p[y]), []).append(f"teacher {p['teacher']} ({len(same)} runs)")
+            continue
         labels.setdefault((p[key], p[y]), []).append(str(p.get("label", "")))
     mid = math.sqrt(min(x for x, _ in labels) * max(x for x, _ in labels))
     for xy, names in labels.items():
         right = xy[0] > mid
-        text = names[0] if len(names) == 1 else ", ".join(names)
-        if teachers and len(teachers) > 1 and names[0] == str(teachers[0].get("label", "")):
-            text = f"teacher ({len(teachers)} runs)"
-        ax.annotate(text, xy, textcoords="offset points", xytext=(-6 if right else 6, 4),
+        ax.annotate(", ".join(names), xy, textcoords="offset points", xytext=(-6 if right else 6, 4),
                     ha="right" if right else "left", fontsize=7)
 
 
