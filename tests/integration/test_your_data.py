@@ -5,10 +5,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_overrides
 from PIL import Image
 from test_cli import run_cli
 
+from kdgen.errors import KdgenError
 from kdgen.models.loading import load_model
 
 FAST = ["train.steps=2", "data.batch_size=8", "train.checkpoint_every=2", "train.log_every=1", "train.sample_every=2"]
@@ -174,3 +176,52 @@ def test_self_supervised_features_on_an_unlabelled_folder(tmp_path, monkeypatch,
     code, _, err = run_cli(monkeypatch, capsys, "train-features", "configs/features/folder.yaml", f"out={tmp_path / 'h'}",
                            f"data.name=folder:{flat}", "model.objective=classifier")
     assert code == 2 and "put the images in one sub-folder per class" in err
+
+
+class _Pixels(torch.nn.Module):
+    """A generator of 3x16x16 images from 8-d noise (an untrained linear map): enough to push images through a feature space."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 3 * 16 * 16)
+
+    def forward(self, z):
+        return torch.tanh(self.fc(z)).view(-1, 3, 16, 16)
+
+
+def _measure_in(space: str, tmp_path) -> dict:
+    import kdgen
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.rand(12, 3, 16, 16))
+    r = kdgen.evaluate(kdgen.Generator(_Pixels(), z_shape=(8,)), [f"eval.features={space}", "eval.num_samples=12", "eval.batch_size=12",
+                                                                  "eval.k=3", "eval.latency_repeats=1"], data=data, out=tmp_path / "e")
+    return r.metrics
+
+
+def test_inception_space_from_a_weights_file(tmp_path, monkeypatch):
+    """torch-fidelity's FID Inception-v3 read from a file (random weights of the right shapes, made here): the code path users
+    with the real file take."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf
+
+    with monkeypatch.context() as m:  # build the net without its download, to save shape-compatible random weights
+        m.setattr(tf, "load_state_dict_from_url", lambda *a, **k: {})
+        m.setattr(tf.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        net = tf.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), tmp_path / "inception.pth")
+    metrics = _measure_in(f"inception:{tmp_path / 'inception.pth'}", tmp_path)
+    assert metrics["protocol"]["feature_net"]["num_features"] == 2048 and metrics["model"]["fid"] > 0
+
+
+def test_dinov2_space_from_a_weights_file(tmp_path):
+    timm = pytest.importorskip("timm", reason="dinov2 features need the timm extra")
+    from safetensors.torch import save_file
+
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0)  # random weights, DINOv2's shapes
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "dinov2.safetensors"))
+    metrics = _measure_in(f"dinov2:{tmp_path / 'dinov2.safetensors'}", tmp_path)
+    f = metrics["protocol"]["feature_net"]
+    assert f["num_features"] == 384 and "vit_small_patch14_dinov2" in f["layer"] and metrics["model"]["fid"] > 0
+    save_file({"cls_token": torch.zeros(1, 1, 100)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(KdgenError, match="is not a DINOv2 ViT weights file"):
+        _measure_in(f"dinov2:{tmp_path / 'bad.safetensors'}", tmp_path)

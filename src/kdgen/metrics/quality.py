@@ -120,13 +120,21 @@ def feature_space(features: str, *, data: str, channels: int, allow_mismatch: bo
 
 
 def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[torch.nn.Module, dict]:
-    """The feature space quality is measured in: a kdgen feature net folder, `inception` or `inception:FILE`."""
+    """The feature space quality is measured in: a kdgen feature net folder, `inception` or `inception:FILE`, `dinov2:FILE`."""
     text = str(path)
     if text == "inception" or text.startswith("inception:"):
         weights = text.split(":", 1)[1] if ":" in text else None
         extractor = InceptionExtractor(weights)
         digest = file_sha256(Path(weights).expanduser()) if weights else "downloaded torch-fidelity weights"
         return extractor, {"path": text, "sha256": digest, "num_features": 2048, "layer": "Inception-v3 pool3 (FID standard)"}
+    if text.startswith("dinov2:") or text == "dinov2":
+        weights = text.split(":", 1)[1] if ":" in text else ""
+        if not weights:
+            raise KdgenError("eval.features=dinov2 needs a weights file: eval.features=dinov2:FILE (timm's vit_small_patch14_dinov2 "
+                             "model.safetensors, fetched where there is internet)")
+        extractor = DinoV2Extractor(weights)
+        return extractor, {"path": text, "sha256": file_sha256(Path(weights).expanduser()), "num_features": extractor.num_features,
+                           "layer": f"{extractor.variant} CLS token at 224 px (Stein et al. 2023)"}
     folder = resolve_path(path)
     net = load_feature_net(folder, channels=channels)
     meta = getattr(net, "kdgen_meta", None) or {}
@@ -134,6 +142,51 @@ def load_feature_extractor(path: str | Path, *, channels: int) -> tuple[torch.nn
             "layer": "embed (pre-ReLU penultimate linear)",
             **{k: meta[k] for k in ("trained_on", "image_size", "channels", "data_sha256", "objective") if k in meta}}
     return FeatureExtractor(net), info
+
+
+DINOV2_SIZES = {384: "small", 768: "base", 1024: "large", 1536: "giant"}
+
+
+class DinoV2Extractor(torch.nn.Module):
+    """DINOv2 ViT features (Oquab et al. 2023), the space Stein et al. (2023, "Exposing flaws of generative model
+    evaluation metrics") recommend for the Frechet distance: the normalised CLS token at 224x224.
+
+    The variant (small / base / large / giant, with or without registers) is read off the weights file: timm's
+    `vit_*_patch14[_reg4]_dinov2` layout, or the original facebookresearch checkpoints (converted by timm).
+    Images in [-1, 1] are resized (bicubic, antialiased) to 224, grey repeated to RGB, ImageNet-normalised."""
+
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, weights: str):
+        super().__init__()
+        try:
+            import timm
+            from timm.models.vision_transformer import checkpoint_filter_fn
+        except ImportError:
+            raise KdgenError("eval.features=dinov2:FILE needs timm; install it with pip install 'kdgen[timm]'") from None
+        state = load_state_dict_file(Path(weights).expanduser())
+        cls = state.get("cls_token")
+        if cls is None or cls.dim() != 3 or cls.shape[-1] not in DINOV2_SIZES:
+            raise KdgenError(f"'{weights}' is not a DINOv2 ViT weights file (no cls_token of width 384/768/1024/1536); give timm's "
+                             "vit_*_patch14_dinov2 model.safetensors or a facebookresearch dinov2_vit*14 checkpoint")
+        reg = "_reg4" if "reg_token" in state or "register_tokens" in state else ""
+        self.variant = f"vit_{DINOV2_SIZES[cls.shape[-1]]}_patch14{reg}_dinov2"
+        self.net = timm.create_model(self.variant, pretrained=False, num_classes=0, dynamic_img_size=True)
+        try:
+            self.net.load_state_dict(checkpoint_filter_fn(state, self.net))
+        except RuntimeError as e:
+            raise KdgenError(f"'{weights}' does not fit {self.variant} ({str(e).splitlines()[0]}); give the matching DINOv2 weights") from None
+        self.net.eval().requires_grad_(False)
+        self.num_features = self.net.num_features
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float().clamp(-1, 1) + 1) / 2
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return self.net((x - self.mean) / self.std)
 
 
 class QualityMetric:
