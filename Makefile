@@ -29,12 +29,17 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gan_demo.py
 	$(BIN)/python benchmarks/diffusion_steps.py
 	$(BIN)/python benchmarks/hinton.py
+	$(BIN)/python benchmarks/feature_spaces.py
+	$(BIN)/python benchmarks/rgb_emoji.py
 
 # Re-make the shipped assets (see src/kdgen/assets/README.md for what each command made).
 assets: $(STAMP)
 	$(BIN)/kdgen train-features configs/features/mnist5k.yaml
 	$(BIN)/kdgen train-teacher configs/gan/mnist5k-teacher.yaml
 	$(BIN)/kdgen train-teacher configs/diffusion/mnist5k-ddpm.yaml
+	$(BIN)/kdgen train-features configs/features/emoji.yaml
+	$(BIN)/kdgen train-teacher configs/gan/emoji-teacher.yaml
+	$(BIN)/kdgen train-teacher configs/diffusion/emoji-ddpm.yaml
 
 clean:
 	rm -rf runs .pytest_cache
