@@ -229,15 +229,35 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        usage, abort = _click_errors()
+        if isinstance(e, usage):  # a usage error: the usage and one line, exit 2, no traceback
             e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+            sys.exit(2)
+        if isinstance(e, abort):
             sys.exit(1)
         raise
+
+
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Click's exception classes, typer's bundled copy first: typer 0.29 raises its own click's (`typer._click`), which
+    `isinstance` against the separately installed click never matches."""
+    import click
+
+    usage, abort = [click.exceptions.ClickException], [click.exceptions.Abort]
+    try:
+        from typer._click.exceptions import ClickException
+
+        usage.insert(0, ClickException)
+    except ImportError:  # a typer that uses the installed click
+        pass
+    try:
+        from typer.exceptions import Abort
+
+        abort.insert(0, Abort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(abort)
 
 
 if __name__ == "__main__":

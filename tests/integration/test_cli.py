@@ -282,3 +282,19 @@ def test_bad_feature_net_fails_before_training(tiny_teacher, tmp_path, monkeypat
                            *tiny_overrides(tiny_teacher, tmp_path / "r"), f"eval.features={tmp_path / 'nothing'}")
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "r" / "state").exists()  # no training happened
+
+
+@pytest.mark.parametrize("args, line", [
+    ([], "Commands"),  # no command: the help
+    (["bogus"], "No such command 'bogus'"),
+    (["demo", "--bogus"], "No such option: --bogus"),
+    (["sample", "-n", "abc"], "Invalid value for '-n'"),
+    (["sample", "--seed", "1.5"], "Invalid value for '--seed'"),
+    (["distill"], "Missing argument 'config'"),
+    (["data", "install"], "Missing argument 'name'"),
+])
+def test_usage_errors_print_the_usage_and_one_line_and_exit_2(args, line):
+    """A real process each: typer's bundled click raises its own exception classes, which the CLI must still catch."""
+    proc = subprocess.run([sys.executable, "-m", "kdgen.cli", *args], capture_output=True, text=True, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and line in text and "Usage" in text and "Traceback" not in text, text
