@@ -26,7 +26,7 @@ from .pipeline import distill, use_data
 from .report import save_grid
 from .report.compare import compare_runs
 from .report.page import build_report
-from .runs import Result, task_config, train_record, write_metrics
+from .runs import Result, holding_run_lock, task_config, train_record, write_metrics
 from .runs import train as train_run
 
 log = logging.getLogger("kdgen")
@@ -196,6 +196,7 @@ def data_shape(cfg: RunConfig, given: dict[str, Any] | None = None, names: dict[
     return size, ch
 
 
+@holding_run_lock
 def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
     """Train a GAN teacher from scratch (hinge loss), saved to OUT/teacher with its discriminator beside it."""
     cfg = task_config(config, overrides, "train-teacher")
@@ -302,6 +303,7 @@ def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
 SIMCLR_KEYS = {"temperature", "crop", "flip", "jitter"}
 
 
+@holding_run_lock
 def train_features(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
     """Train a feature network on the data: a classifier on labelled images (its test accuracy reported), or SimCLR on
     unlabelled ones (model.objective; its held-out pair accuracy, and k-NN accuracy where labels exist, reported)."""

@@ -43,7 +43,7 @@ from .models.resolve import (
 from .report import save_grid
 from .report.page import build_report
 from .report.tb import log_final_metrics
-from .runs import Result, check_resume, make_trainer, prepare_out, task_config, train, train_record, write_metrics
+from .runs import Result, check_resume, holding_run_lock, make_trainer, prepare_out, task_config, train, train_record, write_metrics
 from .utils import device_of
 
 log = logging.getLogger("kdgen")
@@ -60,6 +60,7 @@ class Plan:
     record: Callable[[], dict] | None = None
 
 
+@holding_run_lock
 def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: Any = None, student: Any = None,
             data: Any = None, resume: bool = False) -> Result:
     """Distil a teacher into a smaller student, then measure both. Returns the run's Result.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,22 +59,113 @@ def make_trainer(method, dataset, cfg: RunConfig, out: Path, *, steps: int | Non
 
 
 def prepare_out(cfg: RunConfig, resume: bool) -> Path:
-    """Create the run folder and save the resolved config; called only once everything is built,
+    """Create and lock the run folder and save the resolved config; called only once everything is built,
     so a recipe that fails to build never overwrites an existing run's config.yaml."""
     out = ensure_dir(cfg.out, what="the run folder (out)")
+    lock_run(out)
     check_resume(cfg, resume)
     cfg.save(out / "config.yaml")
     return out
 
 
+LOCK = ".kdgen.lock"
+_HELD: set[Path] = set()
+
+
+def lock_run(out: Path) -> None:
+    """Take RUN/.kdgen.lock for this process (the main process only, under torchrun); a second writer is refused with
+    a sentence naming the process that holds it. A lock whose process is gone (killed) is taken over. Released at exit."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    path = (Path(out) / LOCK).resolve()
+    if path in _HELD:
+        return
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None:
+                raise KdgenError(f"run folder '{out}' is in use by process {holder['pid']} on {holder['host']} (since {holder['since']}); "
+                                 "wait for it to finish, or give another out=") from None
+            path.unlink(missing_ok=True)  # its process is gone: a stale lock
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        _HELD.add(path)
+        atexit.register(_release, path)
+        return
+
+
+def _lock_holder(path: Path) -> dict | None:
+    """Who holds the lock, or None if nobody alive does (the file is unreadable, or its process has ended)."""
+    try:
+        holder = json.loads(path.read_text())
+        pid, host = int(holder["pid"]), holder["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return holder  # another machine's process: kdgen cannot tell, so it must be taken as alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return holder
+    return holder
+
+
+def _release(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+    _HELD.discard(path)
+
+
+def holding_run_lock(fn):
+    """Decorator of a command that trains: every run-folder lock it takes is released when it returns or fails."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        before = set(_HELD)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for path in set(_HELD) - before:
+                _release(path)
+
+    return wrapped
+
+
 def check_resume(cfg: RunConfig, resume: bool) -> None:
-    """A resume must use the recipe that started the run (train.* and eval.* may change)."""
+    """A resume must use the recipe that started the run (train.* and eval.* may change); a refusal names the keys."""
     saved = Path(cfg.out) / "config.yaml"
     if resume and saved.exists():
         prev = load_config(saved)
         free = {"train": None, "eval": None}  # a resume may train longer or measure differently
-        if {**prev.to_dict(), **free} != {**cfg.to_dict(), **free}:
-            raise KdgenError(f"--resume with a config that differs from '{saved}' beyond train.* and eval.*; resume with the same recipe")
+        a, b = {**prev.to_dict(), **free}, {**cfg.to_dict(), **free}
+        if a != b:
+            keys = _differing(a, b)
+            shown = ", ".join(f"{k} ({_short(x)} -> {_short(y)})" for k, x, y in keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            raise KdgenError(f"--resume with a config that differs from '{saved}' beyond train.* and eval.*: {shown}; resume with the "
+                             "same recipe")
+
+
+def _differing(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _differing(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def train(method, dataset, cfg: RunConfig, resume: bool):

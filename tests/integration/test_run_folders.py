@@ -1,0 +1,40 @@
+"""Run folders: one writer at a time (a lock naming the holder), stale locks taken over, refused resumes that name the keys."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import tiny_overrides
+
+import kdgen
+from kdgen.errors import KdgenError
+from kdgen.runs import LOCK
+
+
+def test_a_second_writer_is_refused_naming_the_first(tiny_teacher, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": "2026-12-01 10:00:00"}))
+        with pytest.raises(KdgenError, match=rf"run folder '.*run' is in use by process {other.pid} on .* wait for it to finish"):
+            kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, out, steps=1, **{"eval.enabled": "false"}))
+        assert not (out / "config.yaml").exists() and not (out / "state").exists()  # nothing written
+    finally:
+        other.kill()
+        other.wait()
+    # its process is gone: the lock is stale, the run goes ahead and leaves no lock behind
+    kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, out, steps=1, **{"eval.enabled": "false"}))
+    assert (out / "student" / "model.json").is_file() and not (out / LOCK).exists()
+
+
+def test_a_refused_resume_names_the_keys_that_differ(tiny_teacher, tmp_path):
+    out = tmp_path / "run"
+    kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, out, steps=2, **{"eval.enabled": "false"}))
+    with pytest.raises(KdgenError, match=r"differs from .* beyond train.\* and eval.\*: student.init \(prune -> random\), "
+                                         r"student.width \(0.25 -> 0.5\); resume with the same recipe"):
+        kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, out, steps=4, **{"eval.enabled": "false",
+                      "student.width": 0.5, "student.init": "random"}), resume=True)
+    assert not (out / LOCK).exists()  # a refusal releases the lock too
