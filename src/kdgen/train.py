@@ -7,7 +7,11 @@ calls `method(batch, phase)`, backpropagates `StepOutput.loss` and steps that ph
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import os
+import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,32 @@ from .io import atomic_torch_save
 from .methods.base import DistillationMethod
 
 STATE_FILE = "state/last.pt"
+log = logging.getLogger("kdgen")
+# fault injection for the resume tests: the process SIGKILLs itself right after finishing this step
+KILL_AT_STEP = "KDGEN_FAULT_KILL_AT_STEP"
+
+
+def rng_state() -> dict:
+    """Every random stream a step may draw from (torch CPU and CUDA, numpy, python), as tensors weights_only can read."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_keys": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": pos, "numpy_gauss": [has_gauss, gauss],
+            "python": torch.tensor(py_state, dtype=torch.int64), "python_version": version,
+            "python_gauss": py_gauss}
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]), int(has_gauss), float(gauss)))
+    random.setstate((int(state["python_version"]), tuple(int(v) for v in state["python"].tolist()), state["python_gauss"]))
 
 
 class EMA:
@@ -99,10 +129,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_state(self, step: int) -> None:
-        if not self.acc.is_main_process:
+        """RUN/state/last.pt: weights, optimisers, EMA, the step and every RNG stream, so a resume continues bit for bit.
+        Under several processes each rank writes its own streams to state/rng-rankN.pt."""
+        rank = self.acc.process_index
+        if rank:
+            atomic_torch_save({"step": step, "rng": rng_state()}, self.out / f"state/rng-rank{rank}.pt")
             return
         state = {
             "step": step,
+            "rng": rng_state(),
             "method": self._unwrapped.checkpoint_state(),
             "ema": self.ema.module.state_dict() if self.ema else None,
             "ema_updates": self.ema.updates if self.ema else 0,
@@ -129,8 +164,22 @@ class Trainer:
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise KdgenError(f"checkpoint '{path}' does not fit this run ({msg}); resume with the config that wrote it") from None
-        self._seed_rank(step)
+        self._restore_rng(state, step)
         return step
+
+    def _restore_rng(self, state: dict, step: int) -> None:
+        """This rank's RNG streams as they were at the checkpoint (exact resume); a checkpoint without them (an older kdgen,
+        or a rank file of another step) reseeds from (seed, rank, step), which is reproducible but not the uninterrupted run."""
+        rank = self.acc.process_index
+        if rank:
+            other = self.out / f"state/rng-rank{rank}.pt"
+            state = torch.load(other, map_location="cpu", weights_only=True) if other.is_file() else {}
+        if state.get("rng") is not None and int(state.get("step", -1)) == step:
+            set_rng_state(state["rng"])
+        else:
+            log.warning("the checkpoint at step %d holds no random state for process %d; reseeding (the run continues "
+                        "reproducibly, but not bit for bit as an uninterrupted one)", step, rank)
+            self._seed_rank(step)
 
     def _seed_rank(self, step: int) -> None:
         """Each process draws its own latents; a resume at step s reseeds from (seed, rank, s): reproducible."""
@@ -197,6 +246,8 @@ class Trainer:
             if step % self.checkpoint_every == 0 or step == self.steps:
                 self.save_state(step)
                 last_good = step
+            if os.environ.get(KILL_AT_STEP) == str(step):
+                os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         if writer:
             writer.close()
