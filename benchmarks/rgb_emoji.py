@@ -66,6 +66,13 @@ def _fid(m: dict) -> str:
     return f"{m['fid']:.2f}" + (f" ± {std:.2f}" if std and len(m.get("fid_per_seed") or []) > 1 else "")
 
 
+def _asset_seconds(name: str) -> str:
+    from kdgen.io import resolve_path
+
+    path = resolve_path(f"builtin:{name}") / "training.json"
+    return f"{json.loads(path.read_text())['train']['seconds']:.0f}" if path.is_file() else "?"
+
+
 def report(part: str, rows: dict, args, wall: float) -> str:
     cmd = "python benchmarks/" + Path(__file__).name + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     first = next(iter(v for k, v in rows.items() if k != "teacher@8"))[3]
@@ -75,6 +82,8 @@ def report(part: str, rows: dict, args, wall: float) -> str:
              f"- data: emoji, {p['image_size']}x{p['image_size']} RGB; reference {p['reference']} ({p['reference_count']} images); "
              f"{p['generated_count']} generated per seed, seeds {p['seeds']}; feature net `{p['feature_net']['path']}` "
              f"(sha256 {p['feature_net']['sha256'][:12]}, trained on {p['feature_net'].get('trained_on')})",
+             f"- the feature net's cost: {_asset_seconds('featnet-emoji')} s to train (`configs/features/emoji.yaml`, 3,000 steps); "
+             f"the teacher's: {_asset_seconds('gan-emoji' if part == 'gan' else 'ddpm-emoji')} s (its recipe, see the data line above)",
              f"- real training images vs the reference (the floor): FID {p['real_train_vs_reference']['fid']:.2f}"
              if p.get("real_train_vs_reference") else "- floor: not measured", "",
              "| row | what | FID ± std | KID x1000 | params | MACs / image | FID / teacher | MACs / teacher | train s |",
