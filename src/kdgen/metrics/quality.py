@@ -93,6 +93,10 @@ def feature_path(features: str, *, data: str, channels: int) -> str:
     path = AUTO_FEATURES.get(data)
     if path is None and data.startswith("python:") and channels == 1:
         path = AUTO_FEATURES["mnist5k"]  # a Dataset handed in: kdgen cannot tell what it holds; grey images get the digit net, noted
+    if path is None and data.startswith("python:"):
+        raise KdgenError(
+            f"kdgen has no feature net for the {channels}-channel images of the Dataset handed in ({data}); give eval.features: a "
+            "feature net trained on such images (kdgen train-features on a folder of them), or inception:FILE / dinov2:FILE")
     if path is None:
         raise KdgenError(
             f"kdgen has no feature net for '{data}', so FID on it would be measured in a space made for other images; train one "
