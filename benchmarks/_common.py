@@ -50,3 +50,8 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def replacing(command, *args, **kwargs):
+    """Run a kdgen command with overwrite=True: a benchmark reruns into its own folders, and a run left there is replaced."""
+    return command(*args, overwrite=True, **kwargs)

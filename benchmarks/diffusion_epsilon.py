@@ -48,7 +48,7 @@ def teacher(out: Path, quick: bool) -> Path:
     if (folder / "kdgen.json").is_file():
         return folder
     steps = ["train.steps=20"] if quick else ["train.steps=6000"]
-    kdgen.train_teacher("configs/diffusion/mnist5k-ddpm.yaml", [f"out={out / 'teacher-run'}", SCHEDULER, *steps])
+    kdgen.train_teacher("configs/diffusion/mnist5k-ddpm.yaml", [f"out={out / 'teacher-run'}", SCHEDULER, *steps], overwrite=True)
     return folder
 
 
@@ -62,7 +62,7 @@ def train(out: Path, teacher_dir: Path, quick: bool, prediction: str = "auto", m
             continue
         pred = [f"methods.{name}.student_prediction={prediction}"] if prediction != "auto" else []
         args = [f"out={run}", f"teacher.path={teacher_dir}", "eval.enabled=false", *extra, *pred, *(["train.steps=5"] if quick else [])]
-        cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:])", recipe, *args]
+        cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:], overwrite=True)", recipe, *args]
         log = open(out / f"{name}.log", "w")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

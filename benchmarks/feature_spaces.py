@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, write_section  # noqa: E402
+from _common import header, replacing, write_section  # noqa: E402
 
 import kdgen  # noqa: E402
 from kdgen.data import load_dataset, stack_images  # noqa: E402
@@ -63,7 +63,7 @@ def photo_folder(out: Path) -> Path:
 
 def train_featnet(recipe: str, run: Path, extra: list[str], quick: bool) -> tuple[Path, dict]:
     if not (run / "featnet" / "model.json").is_file():
-        kdgen.train_features(recipe, [f"out={run}", *extra, *(["train.steps=20"] if quick else [])])
+        replacing(kdgen.train_features, recipe, [f"out={run}", *extra, *(["train.steps=20"] if quick else [])])
     return run / "featnet", json.loads((run / "metrics.json").read_text())
 
 
@@ -95,7 +95,7 @@ def ladder(out: Path, n: int, quick: bool) -> dict[str, torch.Tensor]:
     for width, steps in ((0.25, 5 if quick else 400), (0.0625, 5 if quick else 400)):
         run = out / f"student-w{width}"
         if not (run / "student" / "model.json").is_file():
-            kdgen.distill(None, [f"out={run}", f"student.width={width}", f"train.steps={steps}", "eval.enabled=false"])
+            replacing(kdgen.distill, None, [f"out={run}", f"student.width={width}", f"train.steps={steps}", "eval.enabled=false"])
         sets[f"student w{width}, {steps} steps"] = make_sampler(load_model(run / "student")).sample(n, 0)
     for s in NOISE:
         sets[f"teacher + noise {s}"] = noisy(sets["GAN teacher"], s)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, write_section  # noqa: E402
+from _common import header, replacing, write_section  # noqa: E402
 
 import kdgen  # noqa: E402
 
@@ -54,7 +54,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()
-        result = kdgen.distill(RECIPE, [f"out={args.out}/{name}", *common, *overrides])
+        result = replacing(kdgen.distill, RECIPE, [f"out={args.out}/{name}", *common, *overrides])
         rows[name] = (what, overrides, result.metrics, time.perf_counter() - t0)
         print(f"[{name}] FID {result.metrics['student']['fid']:.2f} (teacher {result.metrics['teacher']['fid']:.2f}) "
               f"in {rows[name][3] / 60:.1f} min", flush=True)

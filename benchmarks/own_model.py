@@ -29,7 +29,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "own_model"))
-from _common import header, write_section  # noqa: E402
+from _common import header, replacing, write_section  # noqa: E402
 from residual_generator import ResidualGenerator  # noqa: E402
 
 import kdgen  # noqa: E402
@@ -52,9 +52,9 @@ def plain_module(builtin: str) -> nn.Module:
 def open_door(args) -> dict:
     common = [*EVAL, *args.extra]
     t0 = time.perf_counter()
-    builtin = kdgen.distill(RECIPE, [f"out={args.out}/builtin", *common])
+    builtin = replacing(kdgen.distill, RECIPE, [f"out={args.out}/builtin", *common])
     t1 = time.perf_counter()
-    door = kdgen.distill(RECIPE, [f"out={args.out}/open-door", *common,
+    door = replacing(kdgen.distill, RECIPE, [f"out={args.out}/open-door", *common,
                                   "methods.adversarial.discriminator=builtin:gan-mnist5k/discriminator"],
                          teacher=kdgen.Generator(plain_module("builtin:gan-mnist5k"), z_shape=(100,)))
     t2 = time.perf_counter()
@@ -96,7 +96,7 @@ def residual(args) -> dict:
     for name, extra in (("distilled", []), ("scratch", ["student.init=random", "methods={adversarial: {weight: 1.0, init: random}}",
                                                          "train.lr=0.0002", "train.grad_clip=0"])):
         t1 = time.perf_counter()
-        r = kdgen.distill(RECIPE, [f"out={args.out}/residual-{name}", *teacher_keys, f"student.width={args.residual_width}",
+        r = replacing(kdgen.distill, RECIPE, [f"out={args.out}/residual-{name}", *teacher_keys, f"student.width={args.residual_width}",
                                    *EVAL, *args.extra, *extra])
         rows[name] = (r.metrics, time.perf_counter() - t1)
     rows["teacher_train_s"] = teach_s
@@ -113,7 +113,7 @@ def overhead(args) -> dict:
     kd, plain = [], []
     for rep in range(args.repeats):
         # kdgen: the output term through the trainer (EMA, clipping, logs, checkpoints as configured), no evaluation
-        r = kdgen.distill(RECIPE, [f"out={args.out}/overhead", f"train.steps={steps}", "methods={output: {weight: 1.0}}",
+        r = replacing(kdgen.distill, RECIPE, [f"out={args.out}/overhead", f"train.steps={steps}", "methods={output: {weight: 1.0}}",
                                    "eval.enabled=false", f"train.checkpoint_every={steps}", f"train.seed={rep}"],
                           teacher=kdgen.Generator(teacher, z_shape=(64,), args={"z_dim": 64, "width": 16}),
                           student=kdgen.Generator(copy.deepcopy(student), z_shape=(64,), args={"z_dim": 64, "width": 8}))
@@ -168,7 +168,7 @@ def unet(args) -> dict:
         if (run / "student" / "kdgen.json").is_file():
             continue
         extra = ["student.structure=pruned", "student.attention=true"] if name == "pruned" else []
-        cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:])", "configs/diffusion/mnist5k-structural.yaml",
+        cmd = [sys.executable, "-c", "import sys, kdgen; kdgen.distill(sys.argv[1], sys.argv[2:], overwrite=True)", "configs/diffusion/mnist5k-structural.yaml",
                f"out={run}", "eval.enabled=false", *extra, *args.extra]
         run.mkdir(parents=True, exist_ok=True)
         procs[name] = (subprocess.Popen(cmd, stdout=open(run.parent / f"unet-{name}.log", "w"), stderr=subprocess.STDOUT,

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, write_section  # noqa: E402
+from _common import header, replacing, write_section  # noqa: E402
 
 import kdgen  # noqa: E402
 
@@ -51,7 +51,7 @@ def run_part(part: str, out: Path, quick: bool) -> dict:
         if (folder / "metrics.json").is_file() and json.loads((folder / "metrics.json").read_text()).get("student"):
             rows[name] = (what, recipe, overrides, json.loads((folder / "metrics.json").read_text()))
             continue
-        r = kdgen.distill(recipe, [f"out={folder}", *common, *overrides])
+        r = replacing(kdgen.distill, recipe, [f"out={folder}", *common, *overrides])
         rows[name] = (what, recipe, overrides, r.metrics)
         print(f"[{name}] student FID {r.metrics['student']['fid']:.2f}, teacher {r.metrics['teacher']['fid']:.2f}", flush=True)
     if part == "diffusion":  # the teacher at the progressive student's step count: what the student saves against

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import RunConfig, load_config
+from .config import RunConfig, load_run_config
 from .data import native_shape, split_info
 from .errors import KdgenError
 from .evaluation import evaluate_classifier_pair, evaluate_model, evaluate_pair, run_dataset
@@ -35,6 +35,7 @@ __all__ = ["Result", "compare", "distill", "evaluate", "report", "sample", "trai
 
 
 EVAL_DATA_KEYS = ("data.on_corrupt=", "data.root=", "data.workers=")
+MODEL_SPLIT_KEYS = ("data.test_fraction=", "data.split_seed=")  # one model measured on a folder: which held-out split
 
 
 def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str | Path | None = None,
@@ -48,7 +49,7 @@ def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str
     `steps`: a diffusion model's sampling steps (one model only; a run's are in its config and student).
     A run distilled on a Dataset handed in from Python needs `data=` that dataset again.
     """
-    bad = [o for o in overrides or [] if not o.startswith(("eval.", *EVAL_DATA_KEYS))]
+    bad = [o for o in overrides or [] if not o.startswith(("eval.", *EVAL_DATA_KEYS, *MODEL_SPLIT_KEYS))]
     if bad:
         raise KdgenError(f"evaluate takes eval.* overrides and {', '.join(k.rstrip('=') for k in EVAL_DATA_KEYS)} (how the data is read, not "
                          f"what the model is), got '{bad[0]}'; other settings belong to the run's training")
@@ -74,12 +75,16 @@ def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str
         out = ensure_dir(out or Path("runs") / f"eval-{path.name}")
         write_metrics(out, metrics)
         return Result(out, metrics)
+    split = [o for o in overrides or [] if o.startswith(MODEL_SPLIT_KEYS)]
+    if split:
+        raise KdgenError(f"'{split[0]}' would measure a run against another split than the one it was trained beside; a run folder "
+                         "keeps its recorded split (data.test_fraction / data.split_seed apply to one model measured on a folder)")
     if out is not None or (data_name != "mnist5k" and not live) or steps is not None:
         raise KdgenError("--out, --data and --steps apply to one model; a run folder is measured on its own data and rewritten in place")
     out = path
     if not (out / "config.yaml").is_file() or not (out / "student").is_dir():
         raise KdgenError(f"'{out}' is neither a finished kdgen run folder (config.yaml + student/) nor a model folder (model.json)")
-    cfg = load_config(out / "config.yaml", overrides)
+    cfg = load_run_config(out / "config.yaml", overrides)
     if live:
         cfg.data.name = data_name
     teacher = resolve_teacher(cfg.teacher, None)  # a folder, builtin:NAME or teacher.class, as the run recorded it
@@ -164,14 +169,21 @@ def _labelled(cfg: RunConfig, dataset, what: str) -> None:
                          "fashion-mnist or cifar10")
 
 
+def _split(cfg: RunConfig) -> dict:
+    """{"split": the held-out split the model was trained beside} for a folder, so a later measurement can check it."""
+    info = split_info(cfg.data)
+    return {"split": info} if info else {}
+
+
 def images_sha256(dataset) -> str:
     """sha256 of a dataset's images as 8-bit pixels, in order: what a feature net records it was trained on."""
     import hashlib
 
-    from .data import stack_images
-
-    x = stack_images(dataset)
-    return hashlib.sha256(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy().tobytes()).hexdigest()
+    h = hashlib.sha256()
+    for i in range(len(dataset)):  # one image at a time: a large folder never sits in memory whole
+        x = dataset[i]["image"]
+        h.update(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def data_shape(cfg: RunConfig, given: dict[str, Any] | None = None, names: dict[str, str] | None = None) -> tuple[int, int]:
@@ -197,7 +209,7 @@ def data_shape(cfg: RunConfig, given: dict[str, Any] | None = None, names: dict[
 
 
 @holding_run_lock
-def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
+def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False, overwrite: bool = False) -> Result:
     """Train a GAN teacher from scratch (hinge loss), saved to OUT/teacher with its discriminator beside it."""
     cfg = task_config(config, overrides, "train-teacher")
     if cfg.model.family == "diffusion":
@@ -223,7 +235,7 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     if not trained.is_main:
         return Result(out)
     folder = save_model(trained.student, out / "teacher", family="dcgan-generator", args=args,
-                        extra={"trained_on": cfg.data.name, "steps": trained.step, "train_seconds": round(trained.seconds, 1)})
+                        extra={"trained_on": cfg.data.name, "steps": trained.step, "train_seconds": round(trained.seconds, 1), **_split(cfg)})
     save_model(discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
     save_grid(method.preview(16, module=trained.student), out / "samples" / "teacher.png", nrow=4)
     metrics = {"train": train_record(trained)}
@@ -265,7 +277,8 @@ def _train_diffusion_teacher(cfg: RunConfig, resume: bool) -> Result:
     if not trained.is_main:
         return Result(out)
     save_diffusion(trained.student, out / "teacher",
-                   extra={"trained_on": cfg.data.name, "train_steps": trained.step, "train_seconds": round(trained.seconds, 1)})
+                   extra={"trained_on": cfg.data.name, "train_steps": trained.step, "train_seconds": round(trained.seconds, 1),
+                          **_split(cfg)})
     save_grid(method.preview(64, module=trained.student), out / "samples" / "teacher.png")
     metrics = {"train": train_record(trained)}
     write_metrics(out, metrics)
@@ -291,7 +304,8 @@ def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
     if not trained.is_main:
         return Result(out)
     folder = save_model(trained.student, out / "teacher", family=cfg.model.family, args=args,
-                        extra={"trained_on": name, "image_size": size, "steps": trained.step, "train_seconds": round(trained.seconds, 1)})
+                        extra={"trained_on": name, "image_size": size, "steps": trained.step, "train_seconds": round(trained.seconds, 1),
+                               **_split(cfg)})
     block, _ = measure_classifier(trained.student, test, weights=folder / "model.safetensors", num_classes=args["num_classes"],
                                   repeats=cfg.eval.latency_repeats)
     metrics = {"train": train_record(trained), "teacher": block,
@@ -304,7 +318,7 @@ SIMCLR_KEYS = {"temperature", "crop", "flip", "jitter"}
 
 
 @holding_run_lock
-def train_features(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False) -> Result:
+def train_features(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False, overwrite: bool = False) -> Result:
     """Train a feature network on the data: a classifier on labelled images (its test accuracy reported), or SimCLR on
     unlabelled ones (model.objective; its held-out pair accuracy, and k-NN accuracy where labels exist, reported)."""
     from .data import stack_images
@@ -345,11 +359,13 @@ def train_features(config: Any = None, overrides: list[str] | None = None, *, re
             a = augment_like(method, views)
             b = augment_like(method, views)
             scores["test_pair_accuracy"] = pair_accuracy(net, a, b)
-        if labels is not None and getattr(test, "labels", None) is not None:
-            scores["knn_accuracy"] = knn_accuracy(net, stack_images(train), labels, test_images, test.labels)
+        if labels is not None and getattr(test, "labels", None) is not None:  # at most 10,000 training images as neighbours
+            pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:10000]
+            scores["knn_accuracy"] = knn_accuracy(net, torch.stack([train[int(i)]["image"] for i in pick]), labels[pick],
+                                                  test_images, test.labels)
     save_model(net, out / "featnet", family="featnet", args=args,
                extra={"trained_on": name, "image_size": size, "channels": ch, "data_sha256": images_sha256(train), "objective": objective,
-                      **scores, **({"split": split_info(cfg.data)} if split_info(cfg.data) else {})})
+                      **scores, **_split(cfg)})
     metrics = {"train": train_record(trained), "objective": objective, **scores}
     write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)

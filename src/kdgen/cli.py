@@ -15,6 +15,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.steps=200 student.width=0.125", show_default=False)
 RESUME = typer.Option(False, "--resume", help="continue from OUT/state/last.pt")
+OVERWRITE = typer.Option(False, "--overwrite", help="replace the run already in OUT (without it, a folder that holds a run is refused)")
 
 
 def _finish(result, title: str) -> None:
@@ -34,7 +35,7 @@ def demo(
     """Distil the shipped MNIST GAN teacher into a width-0.25 pruned student, measure both, print the table."""
     from .api import distill
 
-    result = distill(None, [f"out={out}", *(overrides or [])])
+    result = distill(None, [f"out={out}", *(overrides or [])], overwrite=True)  # the demo's folder is its own: rerun, replace
     _finish(result, "teacher vs student (FID/KID in kdgen's mnist5k feature space, vs the 500 held-out test images)")
 
 
@@ -43,20 +44,21 @@ def distill(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/gan/mnist5k-demo.yaml"),
     overrides: Optional[List[str]] = OVERRIDES,
     resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Distil a teacher into a student as the recipe says, then measure both."""
     from .api import distill as run
 
-    _finish(run(config, overrides, resume=resume), "teacher vs student")
+    _finish(run(config, overrides, resume=resume, overwrite=overwrite), "teacher vs student")
 
 
 @app.command("train-teacher")
 def train_teacher(config: Path = typer.Argument(..., help="YAML recipe with task: train-teacher"),
-                  overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME) -> None:
+                  overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME, overwrite: bool = OVERWRITE) -> None:
     """Train a teacher from scratch (GAN, diffusion model or classifier); writes OUT/teacher."""
     from .api import train_teacher as run
 
-    result = run(config, overrides, resume=resume)
+    result = run(config, overrides, resume=resume, overwrite=overwrite)
     scores = result.metrics.get("teacher") or {}
     tail = f", test accuracy {scores['accuracy']:.4f} ({scores['errors']} errors)" if "accuracy" in scores else ""
     typer.echo(f"teacher: {result.out / 'teacher'} ({result.train_seconds:.0f} s{tail})")
@@ -64,11 +66,11 @@ def train_teacher(config: Path = typer.Argument(..., help="YAML recipe with task
 
 @app.command("train-features")
 def train_features(config: Path = typer.Argument(..., help="YAML recipe with task: train-features"),
-                   overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME) -> None:
+                   overrides: Optional[List[str]] = OVERRIDES, resume: bool = RESUME, overwrite: bool = OVERWRITE) -> None:
     """Train an evaluation feature network: a classifier on labelled images, SimCLR on unlabelled ones; prints how good it is."""
     from .api import train_features as run
 
-    result = run(config, overrides, resume=resume)
+    result = run(config, overrides, resume=resume, overwrite=overwrite)
     m = result.metrics
     if "test_accuracy" in m:
         typer.echo(f"feature net: {result.out / 'featnet'}  test accuracy {m['test_accuracy']:.4f}")

@@ -7,6 +7,7 @@ YAML holds values only. Every section is a dataclass; unknown keys and bad value
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -37,7 +38,7 @@ class DataConfig:
     # folders: the seeded held-out share (per class sub-folder) that FID is measured against; 0: none (FID then uses
     # the training images, with a caveat). Named datasets have fixed splits.
     test_fraction: float = field(default=0.1, metadata=_check(ge=0, lt=1))
-    split_seed: int = 0
+    split_seed: int = field(default=0, metadata=_check(ge=0))
     batch_size: int = field(default=64, metadata=_check(gt=0))
     workers: int = field(default=0, metadata=_check(ge=0))
     shift: int = field(default=0, metadata=_check(ge=0))  # classifiers: random translation of training images by up to N pixels
@@ -354,6 +355,18 @@ def load_config(
             del cfg.methods[name]
     _validate(cfg)
     return cfg
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config.yaml a run folder holds. A folder run saved before folders had held-out splits (no data.test_fraction)
+    trained on every image, so it is read with test_fraction 0: its FID reference stays the whole folder, as it was."""
+    raw = read_yaml(path)
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if isinstance(data, dict) and str(data.get("name", "")).startswith("folder:") and "test_fraction" not in data:
+        logging.getLogger("kdgen").warning("%s predates held-out folder splits: it trained on the whole folder, which stays its "
+                                           "reference (data.test_fraction=0)", path)
+        raw = {**raw, "data": {**data, "test_fraction": 0.0}}
+    return load_config(raw, overrides)
 
 
 def _validate(cfg: RunConfig) -> None:

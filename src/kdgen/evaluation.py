@@ -105,12 +105,12 @@ def evaluate_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out
     return metrics
 
 
-def classifier_shape(model: nn.Module, data: str | None = None) -> tuple[int, int]:
+def classifier_shape(model: nn.Module, data: str | None = None, on_corrupt: str = "error") -> tuple[int, int]:
     """(image_size, channels) of a classifier from its face, else the data's native shape."""
     face = face_of(model)
     if face.image_shape is not None:
         return face.image_size, face.channels
-    native = native_shape(data or "")
+    native = native_shape(data or "", on_corrupt=on_corrupt) if not (data or "").startswith("python:") else None
     if data and data.startswith("python:"):
         from .data.user import live_dataset
 
@@ -133,7 +133,7 @@ def measure_classifier(model: nn.Module, test, *, weights: Path | None, num_clas
 def evaluate_classifier_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path) -> dict:
     """Teacher and student classifiers on the same test split: scores, cost, and how often their arg-max agrees;
     writes RUN/plots/confusion.png (teacher | student)."""
-    size, ch = classifier_shape(teacher, cfg.data.name)
+    size, ch = classifier_shape(teacher, cfg.data.name, cfg.data.on_corrupt)
     split = held_out(cfg)
     test = run_dataset(cfg, image_size=size, channels=ch, split="test" if split else "train")
     if getattr(test, "labels", None) is None:
@@ -201,6 +201,11 @@ def _caveats(cfg: RunConfig, teacher: nn.Module | None, extra: list[str], featur
         notes.append("eval.reference=train: FID compares with the training images, so a model that memorised them scores best")
     if feature_net.get("caveat"):
         notes.append(feature_net["caveat"])
+    trained = (getattr(teacher, "kdgen_meta", None) or {}).get("split") if teacher is not None else None
+    now = split_info(cfg.data)
+    if trained and (now or {}).get("test_files_sha256") != trained.get("test_files_sha256"):
+        notes.append("the teacher was trained beside another held-out split of this folder (seed, fraction or files differ), so "
+                     "some reference images may be ones it trained on")
     if teacher is not None and face_of(teacher).kind == "diffusion":
         notes.append("diffusion: teacher and student start from the same noise; their MACs count every network call of sampling")
     return notes
@@ -233,7 +238,7 @@ def evaluate_model(path: Path | nn.Module, overrides: list[str] | None, *, data:
         block, protocol = measured["model"], measured["protocol"]
         protocol["caveats"] = _caveats(cfg, None, [], protocol["feature_net"])
     elif kind == "classifier":
-        size, ch = classifier_shape(model, data)
+        size, ch = classifier_shape(model, data, cfg.data.on_corrupt)
         split = held_out(cfg)
         test = run_dataset(cfg, image_size=size, channels=ch, split="test" if split else "train")
         if getattr(test, "labels", None) is None:

@@ -27,6 +27,7 @@ from .config import RunConfig
 from .errors import KdgenError
 from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pair, run_dataset, run_features
 from .faces import Face, face_of, set_face
+from .io import ensure_dir
 from .metrics.quality import feature_path
 from .models.loading import build_model, load_model
 from .models.resolve import (
@@ -43,7 +44,19 @@ from .models.resolve import (
 from .report import save_grid
 from .report.page import build_report
 from .report.tb import log_final_metrics
-from .runs import Result, check_resume, holding_run_lock, make_trainer, prepare_out, task_config, train, train_record, write_metrics
+from .runs import (
+    Result,
+    check_existing,
+    check_resume,
+    holding_run_lock,
+    lock_run,
+    make_trainer,
+    prepare_out,
+    task_config,
+    train,
+    train_record,
+    write_metrics,
+)
 from .utils import device_of
 
 log = logging.getLogger("kdgen")
@@ -62,14 +75,17 @@ class Plan:
 
 @holding_run_lock
 def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: Any = None, student: Any = None,
-            data: Any = None, resume: bool = False) -> Result:
+            data: Any = None, resume: bool = False, overwrite: bool = False) -> Result:
     """Distil a teacher into a smaller student, then measure both. Returns the run's Result.
+
+    A run folder that already holds a run is continued with `resume`, replaced with `overwrite`, and refused otherwise.
 
     `recipe`: a YAML path, a dict or a RunConfig (None: the demo recipe); `overrides`: "section.key=value" strings.
     `teacher` / `student`: an nn.Module (or kdgen.Generator / kdgen.Classifier), a model folder or builtin:NAME;
     None: as the recipe says (the student then derived from the teacher). `data`: a torch Dataset or a dataset name.
     """
     cfg = task_config(recipe, overrides, "distill")
+    check_existing(cfg, resume)  # before anything is built or written
     # 1. the teacher, frozen, with its face
     t = resolve_teacher(cfg.teacher, teacher)
     face = face_of(t)
@@ -91,6 +107,7 @@ def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: 
         given = given_diffusion_student(student, cfg.student, t) if student is not None or cfg.student.class_ is not None else None
         if teacher is not None:
             cfg.teacher.path = teacher_record(t, Path(cfg.out), write=False)
+            lock_run(ensure_dir(cfg.out, what="the run folder (out)"))  # RUN/teacher is written next: hold the folder first
             check_resume(cfg, resume)
             cfg.teacher.path = teacher_record(t, Path(cfg.out))
         return _distill_diffusion(cfg, t, resume, given)
@@ -99,6 +116,7 @@ def distill(recipe: Any = None, overrides: list[str] | None = None, *, teacher: 
         run_features(cfg, face.channels)  # a bad or mismatched eval.features fails now, not after training
     if teacher is not None:  # everything is built: the run's config.yaml must name a teacher a fresh process can load
         cfg.teacher.path = teacher_record(t, Path(cfg.out), write=False)
+        lock_run(ensure_dir(cfg.out, what="the run folder (out)"))
         check_resume(cfg, resume)  # before RUN/teacher is (over)written
         cfg.teacher.path = teacher_record(t, Path(cfg.out))
     return train_save_measure(plan, cfg, resume, t)
@@ -245,7 +263,7 @@ def _classifier_face_from_data(cfg: RunConfig, teacher: nn.Module, face: Face) -
         shape = live_dataset(cfg.data.name).image_shape
     else:
         size, ch = cfg.data.image_size, cfg.data.channels
-        native = native_shape(cfg.data.name)
+        native = native_shape(cfg.data.name, cfg.data.root, cfg.data.on_corrupt)
         if native is not None:
             size, ch = size or native[0], ch or native[1]
         if not size or not ch:

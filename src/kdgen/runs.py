@@ -6,15 +6,17 @@ import atexit
 import functools
 import json
 import os
+import shutil
 import socket
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .config import RunConfig, load_config
+from .config import RunConfig, load_config, load_run_config
 from .errors import KdgenError
 from .io import atomic_write_text, ensure_dir
 from .train import Trainer
@@ -60,12 +62,48 @@ def make_trainer(method, dataset, cfg: RunConfig, out: Path, *, steps: int | Non
 
 def prepare_out(cfg: RunConfig, resume: bool) -> Path:
     """Create and lock the run folder and save the resolved config; called only once everything is built,
-    so a recipe that fails to build never overwrites an existing run's config.yaml."""
+    so a recipe that fails to build never touches an existing run. With overwrite, the old run's outputs go now."""
     out = ensure_dir(cfg.out, what="the run folder (out)")
-    lock_run(out)
-    check_resume(cfg, resume)
+    check_resume(cfg, resume)  # takes the lock first
+    if not _is_main():  # under torchrun only rank 0 writes the folder
+        return out
+    if not resume and _OVERWRITE.get():
+        for name in _outputs(cfg) + ["report.html", "samples", "tb", "plots", "export"]:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
     cfg.save(out / "config.yaml")
     return out
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+_OVERWRITE: ContextVar[bool] = ContextVar("kdgen_overwrite", default=False)
+
+
+def _outputs(cfg: RunConfig) -> list[str]:
+    """What a finished or started run of this task leaves in its folder (RUN/teacher is an input record when distilling)."""
+    made = {"distill": ["student", "rounds"], "train-teacher": ["teacher"], "train-features": ["featnet"]}[cfg.task]
+    return [*made, "state", "metrics.json"]
+
+
+def check_existing(cfg: RunConfig, resume: bool) -> None:
+    """Lock the run folder for this command (before anything is written into it); a folder that holds a run is continued
+    (--resume) or replaced (--overwrite), never overwritten by accident."""
+    out = Path(cfg.out)
+    if out.is_dir():
+        lock_run(out)
+    if resume or _OVERWRITE.get() or not (out / "config.yaml").is_file():
+        return
+    found = [name for name in _outputs(cfg) if (out / name).exists()]
+    if found:
+        what = "a finished run" if (out / "metrics.json").is_file() else "a started run"
+        raise KdgenError(f"run folder '{out}' already holds {what} ({', '.join(found)}); pass --resume to continue it, --overwrite to "
+                         "replace it, or give another out=")
 
 
 LOCK = ".kdgen.lock"
@@ -75,27 +113,31 @@ _HELD: set[Path] = set()
 def lock_run(out: Path) -> None:
     """Take RUN/.kdgen.lock for this process (the main process only, under torchrun); a second writer is refused with
     a sentence naming the process that holds it. A lock whose process is gone (killed) is taken over. Released at exit."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not _is_main():
         return
     path = (Path(out) / LOCK).resolve()
     if path in _HELD:
         return
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is not None:
-                raise KdgenError(f"run folder '{out}' is in use by process {holder['pid']} on {holder['host']} (since {holder['since']}); "
-                                 "wait for it to finish, or give another out=") from None
-            path.unlink(missing_ok=True)  # its process is gone: a stale lock
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        _HELD.add(path)
-        atexit.register(_release, path)
-        return
+    tmp = path.with_name(f"{LOCK}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(me))  # written whole, then published by a hard link: no reader ever sees a half-written lock
+    try:
+        for _ in range(3):
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                holder = _lock_holder(path)
+                if holder is not None:
+                    raise KdgenError(f"run folder '{out}' is in use by process {holder['pid']} on {holder['host']} (since "
+                                     f"{holder['since']}); wait for it to finish, or give another out=") from None
+                path.unlink(missing_ok=True)  # its process is gone: a stale lock
+                continue
+            _HELD.add(path)
+            atexit.register(_release, path)
+            return
+    finally:
+        tmp.unlink(missing_ok=True)
+    raise KdgenError(f"could not take the lock '{path}' (another process keeps re-creating it); check what else writes to '{out}'")
 
 
 def _lock_holder(path: Path) -> dict | None:
@@ -107,6 +149,8 @@ def _lock_holder(path: Path) -> dict | None:
         return None
     if host != socket.gethostname():
         return holder  # another machine's process: kdgen cannot tell, so it must be taken as alive
+    if pid == os.getpid():
+        return None  # this process does not hold it (that is checked first): a lock left from before a restart
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -126,14 +170,17 @@ def _release(path: Path) -> None:
 
 
 def holding_run_lock(fn):
-    """Decorator of a command that trains: every run-folder lock it takes is released when it returns or fails."""
+    """Decorator of a command that trains: every run-folder lock it takes is released when it returns or fails, and its
+    `overwrite` argument reaches the run-folder checks."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         before = set(_HELD)
+        token = _OVERWRITE.set(bool(kwargs.get("overwrite", False)))
         try:
             return fn(*args, **kwargs)
         finally:
+            _OVERWRITE.reset(token)
             for path in set(_HELD) - before:
                 _release(path)
 
@@ -142,9 +189,10 @@ def holding_run_lock(fn):
 
 def check_resume(cfg: RunConfig, resume: bool) -> None:
     """A resume must use the recipe that started the run (train.* and eval.* may change); a refusal names the keys."""
+    check_existing(cfg, resume)
     saved = Path(cfg.out) / "config.yaml"
     if resume and saved.exists():
-        prev = load_config(saved)
+        prev = load_run_config(saved)
         free = {"train": None, "eval": None}  # a resume may train longer or measure differently
         a, b = {**prev.to_dict(), **free}, {**cfg.to_dict(), **free}
         if a != b:

@@ -45,8 +45,9 @@ def set_rng_state(state: dict) -> None:
     import numpy as np
 
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and torch.cuda.is_available():  # a checkpoint from a machine with more GPUs: the ones this one has
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
     has_gauss, gauss = state["numpy_gauss"]
     np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]), int(has_gauss), float(gauss)))
     random.setstate((int(state["python_version"]), tuple(int(v) for v in state["python"].tolist()), state["python_gauss"]))
@@ -173,7 +174,10 @@ class Trainer:
         rank = self.acc.process_index
         if rank:
             other = self.out / f"state/rng-rank{rank}.pt"
-            state = torch.load(other, map_location="cpu", weights_only=True) if other.is_file() else {}
+            try:
+                state = torch.load(other, map_location="cpu", weights_only=True) if other.is_file() else {}
+            except Exception:  # a torn or damaged rank file: that rank reseeds (warned below) rather than stop the run
+                state = {}
         if state.get("rng") is not None and int(state.get("step", -1)) == step:
             set_rng_state(state["rng"])
         else:

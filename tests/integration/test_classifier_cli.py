@@ -125,7 +125,7 @@ def test_distill_with_a_generated_transfer_set_on_mnist5k(tmp_path, monkeypatch,
     assert m["train"]["transfer"] == {"generator": "builtin:gan-mnist5k", "pool": 40, "per_batch": 8, "images_seen": 32}
     # the same folder without a transfer set: no stale picture, no transfer section
     code, _, err = run("distill", "configs/classifier/mnist5k-hinton.yaml", f"out={tmp_path / 's'}", f"teacher.path={tmp_path / 't' / 'teacher'}",
-                       "student.args={hidden: [8, 8]}", "train.steps=4", "data.batch_size=16", *FAST[1:])
+                       "student.args={hidden: [8, 8]}", "train.steps=4", "data.batch_size=16", *FAST[1:], "--overwrite")
     assert code == 0, err
     assert not (tmp_path / "s" / "samples" / "transfer.png").exists() and "transfer" not in json.loads((tmp_path / "s" / "metrics.json").read_text())["train"]
     assert 'alt="transfer-set images"' not in (tmp_path / "s" / "report.html").read_text()

@@ -38,3 +38,24 @@ def test_a_refused_resume_names_the_keys_that_differ(tiny_teacher, tmp_path):
         kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, out, steps=4, **{"eval.enabled": "false",
                       "student.width": 0.5, "student.init": "random"}), resume=True)
     assert not (out / LOCK).exists()  # a refusal releases the lock too
+
+
+def test_a_finished_run_is_never_overwritten_without_overwrite(tiny_teacher, tmp_path, monkeypatch, capsys):
+    from test_cli import run_cli
+
+    out = tmp_path / "run"
+    args = ["distill", "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, out, steps=2, **{"eval.enabled": "false"})]
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    before = {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    code, _, err = run_cli(monkeypatch, capsys, *args[:-1], "student.width=0.5")
+    assert code == 2 and "already holds a finished run (student, state, metrics.json)" in err and "--overwrite to replace it" in err
+    assert {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # untouched
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--overwrite")
+    assert code == 0, err
+    assert before.keys() & {p.relative_to(out) for p in out.rglob("*") if p.is_file()}  # replaced: same layout, new files
+    assert all(p.stat().st_mtime_ns != before[p.relative_to(out)] for p in (out / "student").iterdir())
+    teacher = ["configs/gan/mnist5k-teacher.yaml", [f"out={tmp_path / 't'}", "train.steps=1", "data.batch_size=16", "model.args.base_width=8"]]
+    kdgen.train_teacher(*teacher)
+    with pytest.raises(KdgenError, match=r"already holds a finished run \(teacher, state, metrics.json\); pass resume to continue it"):
+        kdgen.train_teacher(*teacher)  # the Python API names parameters, not flags
+    assert kdgen.train_teacher(*teacher, overwrite=True).out == tmp_path / "t"

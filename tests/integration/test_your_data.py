@@ -10,6 +10,7 @@ from conftest import tiny_overrides
 from PIL import Image
 from test_cli import run_cli
 
+from kdgen.data.folder import split_record
 from kdgen.errors import KdgenError
 from kdgen.models.loading import load_model
 
@@ -41,6 +42,7 @@ def test_a_gan_teacher_takes_the_folders_shape_and_a_mismatch_names_the_knob(pho
     assert code == 0, err
     g = load_model(tmp_path / "t" / "teacher")
     assert (g.channels, g.image_size) == (3, 16)  # the folder's, not 28x28 grey
+    assert g.kdgen_meta["split"]["test_files_sha256"] == split_record(photos, test_fraction=0.1, seed=0)["test_files_sha256"]
     code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/gan/mnist5k-teacher.yaml", f"out={tmp_path / 'u'}", data, *FAST,
                            "model.args.image_size=28")
     assert code == 2 and "model.args.image_size=28 but the" in err and "set by data.image_size for every family" in err
@@ -69,13 +71,14 @@ def test_features_and_a_classifier_trained_on_a_labelled_folder_then_a_generator
     assert code == 0, err
     meta = json.loads((tmp_path / "f" / "featnet" / "model.json").read_text())
     assert meta["trained_on"] == f"folder:{photos}" and (meta["channels"], meta["image_size"]) == (3, 16)
-    assert len(meta["data_sha256"]) == 64 and meta["split"]["test_count"] == 16 and meta["split"]["classes"] == ["dots", "stripes"]
+    assert len(meta["data_sha256"]) == 64 and 8 <= meta["split"]["test_count"] <= 26 and meta["split"]["classes"] == ["dots", "stripes"]
     assert meta["test_accuracy"] > 0.75  # stripes vs dots on 16 held-out images
     # a classifier teacher on the same labelled folder: trained, measured on the held-out split
     code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/classifier/digits-teacher.yaml", f"out={tmp_path / 'c'}", data,
                            *FAST)
     assert code == 0, err
-    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["protocol"]["reference_count"] == 6
+    held = split_record(photos, test_fraction=0.1, seed=0)["test_count"]
+    assert 2 <= held <= 14 and json.loads((tmp_path / "c" / "metrics.json").read_text())["protocol"]["reference_count"] == held
     # a generator on this folder, measured in the folder's own space against its held-out split
     run_cli(monkeypatch, capsys, "train-teacher", "configs/gan/mnist5k-teacher.yaml", f"out={tmp_path / 'g'}", data, *FAST,
             "model.args.base_width=8", "model.args.z_dim=8")
@@ -84,7 +87,7 @@ def test_features_and_a_classifier_trained_on_a_labelled_folder_then_a_generator
                            f"eval.features={tmp_path / 'f' / 'featnet'}")
     assert code == 0, err
     p = json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]
-    assert p["reference"] == f"folder:{photos} test split" and p["reference_count"] == 6 and p["split"]["seed"] == 0
+    assert p["reference"] == f"folder:{photos} test split" and p["reference_count"] == held and p["split"]["seed"] == 0
     assert p["feature_net"]["trained_on"] == f"folder:{photos}" and not p["caveats"]
     # the default space: kdgen has none for this folder, and the digit net is refused with a sentence each
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(g), "--data", f"folder:{photos}", "--out", str(tmp_path / "e2"), *EVAL)
@@ -117,7 +120,10 @@ def test_classifier_distillation_on_a_labelled_folder_is_measured_on_its_held_ou
                            f"teacher.path={tmp_path / 't' / 'teacher'}", "eval.latency_repeats=1")
     assert code == 0, err
     p = json.loads((tmp_path / "d" / "metrics.json").read_text())["protocol"]
-    assert p["reference"] == f"folder:{photos} test split" and p["reference_count"] == 6 and p["split"]["classes"] == ["dots", "stripes"]
+    assert p["reference"] == f"folder:{photos} test split" and p["split"]["classes"] == ["dots", "stripes"]
+    assert p["reference_count"] == p["split"]["test_count"] == split_record(photos, test_fraction=0.1, seed=0)["test_count"]
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "d"), "data.test_fraction=0")
+    assert code == 2 and "a run folder keeps its recorded split" in err
 
 
 def test_bad_folders_are_sentences(tmp_path, tiny_teacher, monkeypatch, capsys):
@@ -143,9 +149,10 @@ def test_bad_folders_are_sentences(tmp_path, tiny_teacher, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, *args, "data.on_corrupt=skip")
     assert code == 0, err
     p = json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]
-    assert p["reference_count"] == 4 and p["split"]["train_count"] == 36  # the held-out 10% of the 40 readable images
-    code, _, err = run_cli(monkeypatch, capsys, *args, "data.test_fraction=0")
-    assert code == 2 and "data.test_fraction=0" in err  # not a key evaluate takes: it would change the reference
+    assert p["reference_count"] == p["split"]["test_count"] and p["reference_count"] + p["split"]["train_count"] == 40  # readable ones
+    code, _, err = run_cli(monkeypatch, capsys, *args, "data.on_corrupt=skip", "data.test_fraction=0")
+    assert code == 0, err  # one model: any split of the folder
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]["reference_count"] == 40
 
 
 def test_self_supervised_features_on_an_unlabelled_folder(tmp_path, monkeypatch, capsys):

@@ -95,16 +95,29 @@ def test_class_sub_folders_are_labels_and_the_held_out_split_is_seeded_per_class
     name = _class_folder(tmp_path / "f", {"cat": 20, "ant": 10, "dog": 30})
     train, test = load_dataset(name, split="train"), load_dataset(name, split="test")
     assert train.classes == ["ant", "cat", "dog"] and test.classes == train.classes
-    assert test.labels.bincount().tolist() == [1, 2, 3] and train.labels.bincount().tolist() == [9, 18, 27]
-    assert not set(train.files) & set(test.files) and len(train) + len(test) == 60
+    held = test.labels.bincount().tolist()
+    assert all(k >= 1 for k in held) and train.labels.bincount().tolist() == [10 - held[0], 20 - held[1], 30 - held[2]]
+    assert 3 <= len(test) <= 12 and not set(train.files) & set(test.files) and len(train) + len(test) == 60
     assert train[0]["image"].shape == (3, 12, 12)  # the folder's own shape: 12 px RGB
     assert [p.parent.name for p in test.files] == [["ant", "cat", "dog"][int(k)] for k in test.labels]
     again, other = load_dataset(name, split="test"), load_dataset(name, split="test", split_seed=1)
     assert again.files == test.files and other.files != test.files  # seeded: the same seed, the same split
     rec = split_record(tmp_path / "f", test_fraction=0.1, seed=0)
-    assert rec["test_count"] == 6 and rec["train_count"] == 54 and rec["classes"] == ["ant", "cat", "dog"]
+    assert rec["test_count"] == len(test) and rec["train_count"] == len(train) and rec["classes"] == ["ant", "cat", "dog"]
     assert rec["test_files_sha256"] != split_record(tmp_path / "f", test_fraction=0.1, seed=1)["test_files_sha256"]
     assert torch.equal(test.images, torch.stack([test[i]["image"] for i in range(len(test))]))
+
+
+def test_adding_images_never_moves_others_between_the_splits(tmp_path):
+    import numpy as np
+
+    name = _class_folder(tmp_path / "f", {"a": 40, "b": 40})
+    before_test = set(load_dataset(name, split="test").files)
+    rng = np.random.default_rng(5)
+    for i in range(40, 80):  # twice the images in class a
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "f" / "a" / f"{i:03d}.png")
+    after_test, after_train = set(load_dataset(name, split="test").files), set(load_dataset(name, split="train").files)
+    assert before_test <= after_test and not before_test & after_train  # every image held out before is still held out
 
 
 def test_folder_shape_comes_from_its_images(tmp_path):

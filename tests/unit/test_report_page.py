@@ -90,7 +90,7 @@ def test_compare_two_runs(runs, tmp_path):
     assert md == (tmp_path / "cmp" / "compare.md").read_text().strip()
     assert md.count("\n") == 5 and "| FID ± std |" in md and "| a | student |" in md
     assert {r["teacher"] for r in rows} == {str(runs[0].parent.parent / "teacher0" / "teacher")} or len({r["teacher"] for r in rows}) == 1
-    assert "teacher" in rows[0]["teacher"] and rows[0]["space"].startswith("features builtin:featnet-mnist5k")
+    assert "teacher" in rows[0]["teacher"] and rows[0]["space"].startswith("features sha256 ") and "(builtin:featnet-mnist5k)" in rows[0]["space"]
     with Image.open(result["pareto"]) as im:
         assert im.format == "PNG" and im.width > im.height
 

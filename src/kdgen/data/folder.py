@@ -3,9 +3,10 @@
 - Class sub-folders (every image inside a first-level sub-folder, as torchvision's ImageFolder lays them out) give
   labels: the sorted sub-folder names are classes 0, 1, ... A flat folder (images at the top) is unlabelled, and
   read recursively.
-- The held-out split: per class (or over the whole folder), a seeded `test_fraction` of the files, drawn with
-  numpy default_rng(split_seed) over the sorted relative paths. It is the default reference for FID; its size,
-  seed and the sha256 of its file list are recorded in every measurement (`split_record`).
+- The held-out split: a file is held out when a seeded hash of its relative path (sha256 of "SEED:PATH") falls below
+  `test_fraction`, at least one per class; adding images never moves the others between splits. It is the default
+  reference for FID; its size, seed and the sha256 of its file list are recorded in every measurement
+  (`split_record`).
 - Reading: EXIF orientation is applied; alpha (RGBA, LA, palette transparency) is composited over white; 16-bit
   greyscale is scaled to 8 bits (not clipped); any mode becomes L or RGB; then resize the shorter side and
   centre-crop.
@@ -61,11 +62,16 @@ def scan(root: str | Path, on_corrupt: str = "error") -> FolderScan:
         raise KdgenError(f"'{root}' is a file, not a folder of images; give data.name=folder:PATH with a folder")
     if not root.is_dir():
         raise KdgenError(f"image folder '{root}' does not exist; give data.name=folder:PATH with an existing folder")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))  # .ipynb_checkpoints, .thumbnails ...
     key = (str(root.resolve()), on_corrupt, tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths))
     if key in _SCANS:
         return _SCANS[key]
     labelled = bool(paths) and all(len(p.relative_to(root).parts) >= 2 for p in paths)
+    top = [p for p in paths if len(p.relative_to(root).parts) == 1]
+    if top and len(top) < len(paths) and len({p.relative_to(root).parts[0] for p in paths if p not in top}) >= 2:
+        log.warning("%s has class sub-folders but also %d image(s) at its top (e.g. %s), so it is read as unlabelled; move them "
+                    "into a class folder for labels", root, len(top), top[0].name)
     classes = sorted({p.relative_to(root).parts[0] for p in paths}) if labelled else []
     files, labels, skipped, modes, sides = [], [], [], Counter(), Counter()
     for p in paths:
@@ -100,22 +106,31 @@ def folder_shape(root: str | Path, on_corrupt: str = "error") -> tuple[int, int]
 
 
 def split_indices(s: FolderScan, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) indices into s.files: per class, a seeded share of the files (at least one, and never all)."""
+    """(train, test) indices into s.files. Each file's place comes from a seeded hash of its relative path alone: it is
+    held out when the hash falls below `test_fraction`. So adding or removing images never moves the others between the
+    splits (a model trained earlier has not seen a later test split). Per class at least one image is held out (the
+    lowest hash) and at least one trains (the highest)."""
     n = len(s.files)
     if test_fraction <= 0:
         return np.arange(n), np.arange(0)
+    u = np.array([_unit_hash(seed, p.relative_to(s.root).as_posix()) for p in s.files])
     groups = np.asarray(s.labels) if s.labels is not None else np.zeros(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    test = []
+    test = u < test_fraction
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
         if len(members) < 2:
             raise KdgenError(f"class '{s.classes[g] if s.classes else 'all'}' of {s.root} has {len(members)} image(s), too few to hold "
                              "one out; add images or set data.test_fraction=0 (FID then uses the training images, with a caveat)")
-        k = min(len(members) - 1, max(1, round(len(members) * test_fraction)))
-        test += rng.permutation(members)[:k].tolist()
-    test_idx = np.sort(np.asarray(test, dtype=np.int64))
-    return np.setdiff1d(np.arange(n), test_idx), test_idx
+        if not test[members].any():
+            test[members[np.argmin(u[members])]] = True
+        if test[members].all():
+            test[members[np.argmax(u[members])]] = False
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def _unit_hash(seed: int, name: str) -> float:
+    """A number in [0, 1) fixed by (seed, name): sha256, first 8 bytes."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2.0**64
 
 
 def split_record(root: str | Path, *, test_fraction: float, seed: int, on_corrupt: str = "error") -> dict:
@@ -170,7 +185,8 @@ def to_mode(im: Image.Image, channels: int) -> Image.Image:
     im = ImageOps.exif_transpose(im)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode != "F" and arr.max() > 255 else 255.0
+        # 16-bit modes are 0..65535 whatever a given image's range; "I" (32-bit) is 16-bit data when it exceeds 8 bits
+        top = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and arr.max() > 255) else 255.0
         im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")

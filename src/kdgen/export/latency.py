@@ -24,7 +24,7 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
     """Teacher (PyTorch eager) and student (eager, TorchScript, onnxruntime fp32 and int8, whichever are exported),
     same process, same threads: median ms per batch after warm-up and images/s, every sampling step included.
     Written into metrics.json["latency"] and the report."""
-    from ..config import load_config
+    from ..config import load_run_config
 
     run_dir = Path(run).expanduser()
     student = _student(run_dir)
@@ -32,7 +32,7 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
     if not (folder / ONNX_FILE).is_file():
         raise KdgenError(f"'{folder / ONNX_FILE}' is missing; run `kdgen export {run_dir}` first (add --quantize int8 for the int8 rows)")
     _need("onnxruntime", "latency of the exported student")
-    cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    cfg = load_run_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
     spec = read_sampler_json(folder / ONNX_FILE)
     if spec["kind"] == "diffusion":
         student.steps = int(spec["steps"])  # every student row runs the step count that was exported

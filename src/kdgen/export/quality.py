@@ -18,9 +18,9 @@ log = logging.getLogger("kdgen")
 
 
 def _run_config(run_dir: Path):
-    from ..config import load_config
+    from ..config import load_run_config
 
-    return load_config(run_dir / "config.yaml")
+    return load_run_config(run_dir / "config.yaml")
 
 
 def _run_split(run_dir: Path, graph: Graph, split: str):

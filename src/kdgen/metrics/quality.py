@@ -105,13 +105,20 @@ def feature_path(features: str, *, data: str, channels: int) -> str:
     return path
 
 
+def _data_key(name: str) -> str:
+    """A dataset name to compare by: a folder by its absolute path (folder:~/x and folder:/home/me/x are one folder)."""
+    if name.startswith("folder:"):
+        return "folder:" + str(Path(name.split(":", 1)[1]).expanduser().resolve())
+    return name
+
+
 def feature_space(features: str, *, data: str, channels: int, allow_mismatch: bool = False) -> tuple[torch.nn.Module, dict]:
     """The extractor FID/KID use for `data`, and its record; a feature net trained on other data is refused (or, allowed,
     noted in info["caveat"]). `features` "auto" picks kdgen's net for the data."""
     path = feature_path(features, data=data, channels=channels)
     extractor, info = load_feature_extractor(path, channels=channels)
     trained = info.get("trained_on")
-    if trained is not None and trained != data:
+    if trained is not None and _data_key(trained) != _data_key(data):
         note = f"the feature net {path} was trained on {trained}, not on the measured data {data}"
         if DOMAIN.get(trained, trained) == DOMAIN.get(data, data):
             info["caveat"] = f"{note} (both {DOMAIN[data]})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 from ..errors import KdgenError
@@ -108,12 +109,13 @@ def to_csv(records: list[dict], columns: list[tuple] = COLUMNS) -> str:
 def space_of(metrics: dict) -> str:
     """Where a run's numbers live: the feature net (by sha256) and the reference set; runs in different spaces do not compare."""
     p = metrics.get("protocol") or {}
-    if is_classifier_run(metrics):
-        return f"accuracy on {p.get('reference', '?')} ({p.get('reference_count', '?')} images)"
-    f = p.get("feature_net") or {}
     split = (p.get("split") or {}).get("test_files_sha256")
-    return (f"features {f.get('path', '?')} (sha256 {str(f.get('sha256', '?'))[:12]}), reference {p.get('reference', '?')} "
-            f"({p.get('reference_count', '?')} images{', split ' + split[:12] if split else ''}), {p.get('image_size', '?')} px")
+    where = f"{p.get('reference', '?')} ({p.get('reference_count', '?')} images{', split ' + split[:12] if split else ''})"
+    if is_classifier_run(metrics):
+        return f"accuracy on {where}"
+    f = p.get("feature_net") or {}  # the net by its sha256 (one file reached by two paths is one space); FID's bias grows as N shrinks
+    return (f"features sha256 {str(f.get('sha256', '?'))[:12]} ({f.get('path', '?')}), reference {where}, "
+            f"{p.get('generated_count', '?')} generated, {p.get('image_size', '?')} px")
 
 
 def teacher_of(run: Path) -> str:
@@ -145,8 +147,11 @@ def compare_runs(runs: list[Path], out: Path, *, separate: bool = False) -> dict
         raise KdgenError("compare got classifier runs and image-generator runs; their quality is measured differently - compare each kind on its own")
     classifier = kinds == {True}
     spaces: dict[str, list[int]] = {}
+    keys: dict[str, str] = {}  # grouping key (path left out) -> the label of the first run's space
     for i, m in enumerate(all_metrics):
-        spaces.setdefault(space_of(m), []).append(i)
+        label = space_of(m)
+        key = re.sub(r" \([^()]*\), reference", ", reference", label, count=1) if not is_classifier_run(m) else label
+        spaces.setdefault(keys.setdefault(key, label), []).append(i)
     labels = _labels(runs)
     if len(spaces) > 1 and not separate:
         groups = "; ".join(f"{', '.join(labels[i] for i in idx)}: {space}" for space, idx in spaces.items())
