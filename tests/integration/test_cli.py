@@ -125,7 +125,7 @@ def test_user_errors_are_one_sentence_exit_2_and_lose_nothing(case, tiny_teacher
     (out / "state" / "last.pt").write_bytes(b"earlier checkpoint")
     (out / "config.yaml").write_text("earlier config")
     code, _, err = run_cli(monkeypatch, capsys, "distill", "configs/gan/mnist5k-demo.yaml",
-                           *tiny_overrides(teacher, out), *extra)
+                           *tiny_overrides(teacher, out), *extra, "--overwrite")  # even a replacing run keeps it when it fails to start
     import re
 
     assert code == 2

@@ -20,12 +20,12 @@ EVAL = ["eval.num_samples=32", "eval.batch_size=32", "eval.latency_repeats=1", "
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """64 RGB 16x16 images in two class sub-folders: 'stripes' and 'dots' (different enough for a classifier to learn)."""
+    """96 RGB 16x16 images in two class sub-folders: 'stripes' and 'dots' (different enough for a classifier to learn)."""
     root = tmp_path_factory.mktemp("photos") / "imgs"
     rng = np.random.default_rng(0)
     for cls in ("stripes", "dots"):
         (root / cls).mkdir(parents=True)
-        for i in range(32):
+        for i in range(48):
             a = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
             if cls == "stripes":
                 a[::4] = 250
@@ -72,7 +72,7 @@ def test_features_and_a_classifier_trained_on_a_labelled_folder_then_a_generator
     meta = json.loads((tmp_path / "f" / "featnet" / "model.json").read_text())
     assert meta["trained_on"] == f"folder:{photos}" and (meta["channels"], meta["image_size"]) == (3, 16)
     assert len(meta["data_sha256"]) == 64 and 8 <= meta["split"]["test_count"] <= 26 and meta["split"]["classes"] == ["dots", "stripes"]
-    assert meta["test_accuracy"] > 0.75  # stripes vs dots on 16 held-out images
+    assert meta["test_accuracy"] > 0.75  # stripes vs dots on the held-out images
     # a classifier teacher on the same labelled folder: trained, measured on the held-out split
     code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/classifier/digits-teacher.yaml", f"out={tmp_path / 'c'}", data,
                            *FAST)
@@ -130,7 +130,7 @@ def test_bad_folders_are_sentences(tmp_path, tiny_teacher, monkeypatch, capsys):
     rng = np.random.default_rng(2)
     flat = tmp_path / "flat"
     flat.mkdir()
-    for i in range(40):
+    for i in range(50):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(flat / f"{i}.png")
     # a classifier on a folder without class sub-folders
     code, _, err = run_cli(monkeypatch, capsys, "train-teacher", "configs/classifier/digits-teacher.yaml", f"out={tmp_path / 'c'}",
@@ -149,10 +149,10 @@ def test_bad_folders_are_sentences(tmp_path, tiny_teacher, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, *args, "data.on_corrupt=skip")
     assert code == 0, err
     p = json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]
-    assert p["reference_count"] == p["split"]["test_count"] and p["reference_count"] + p["split"]["train_count"] == 40  # readable ones
+    assert p["reference_count"] == p["split"]["test_count"] and p["reference_count"] + p["split"]["train_count"] == 50  # readable ones
     code, _, err = run_cli(monkeypatch, capsys, *args, "data.on_corrupt=skip", "data.test_fraction=0")
     assert code == 0, err  # one model: any split of the folder
-    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]["reference_count"] == 40
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]["reference_count"] == 50
 
 
 def test_self_supervised_features_on_an_unlabelled_folder(tmp_path, monkeypatch, capsys):
