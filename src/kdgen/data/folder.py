@@ -143,7 +143,19 @@ def split_record(root: str | Path, *, test_fraction: float, seed: int, on_corrup
             "classes": s.classes}
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
+class StackedImages:
+    """Mixin for a Dataset of dict items: `images`, every image as one tensor (what measuring a classifier reads), read once."""
+
+    _images: torch.Tensor | None = None
+
+    @property
+    def images(self) -> torch.Tensor:
+        if self._images is None:
+            self._images = torch.stack([self[i]["image"] for i in range(len(self))])
+        return self._images
+
+
+class ImageFolderDataset(StackedImages, torch.utils.data.Dataset):
     """One split of a folder as {"image": [C, S, S] in [-1, 1], "label": class index (labelled folders)}.
 
     split: "train" | "test" (the seeded held-out share) | "all".
@@ -158,7 +170,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.files = [s.files[i] for i in pick]
         self.labels = torch.tensor([s.labels[i] for i in pick], dtype=torch.long) if s.labels is not None else None
         self.image_size, self.channels = image_size, channels
-        self._images: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -172,12 +183,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             item["label"] = self.labels[i]
         return item
 
-    @property
-    def images(self) -> torch.Tensor:
-        """Every image of the split as one tensor (what measuring a classifier reads); read once."""
-        if self._images is None:
-            self._images = torch.stack([self[i]["image"] for i in range(len(self))])
-        return self._images
 
 
 def to_mode(im: Image.Image, channels: int) -> Image.Image:

@@ -17,13 +17,14 @@ import logging
 import torch
 
 from ..errors import KdgenError
+from .folder import StackedImages
 
 log = logging.getLogger("kdgen")
 PREFIX = "python:"
 _LIVE: dict[str, "UserDataset"] = {}  # python:NAME -> the dataset handed in, for this process's evaluation
 
 
-class UserDataset(torch.utils.data.Dataset):
+class UserDataset(StackedImages, torch.utils.data.Dataset):
     def __init__(self, dataset: torch.utils.data.Dataset):
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
             raise KdgenError(f"data must be a torch Dataset (with __len__ and __getitem__) or a dataset name, got {type(dataset).__name__}")
@@ -47,7 +48,6 @@ class UserDataset(torch.utils.data.Dataset):
         if self.unit:
             log.info("the images of %s lie in [0, 1]; kdgen maps them to [-1, 1] as 2x - 1", type(dataset).__name__)
         self._labels: torch.Tensor | None = None
-        self._images: torch.Tensor | None = None
         _LIVE[self.name] = self
 
     @property
@@ -95,13 +95,6 @@ class UserDataset(torch.utils.data.Dataset):
         if label is not None:
             item["label"] = torch.tensor(label)
         return item
-
-    @property
-    def images(self) -> torch.Tensor:
-        """Every image as one tensor (what measuring a classifier on this set reads); built once."""
-        if self._images is None:
-            self._images = torch.stack([self[i]["image"] for i in range(len(self))])
-        return self._images
 
     def check_shape(self, channels: int, image_size: int) -> None:
         want = (channels, image_size, image_size)
