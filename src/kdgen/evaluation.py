@@ -22,6 +22,7 @@ from .faces import face_of
 from .io import atomic_write_bytes
 from .metrics import QualityMetric, evaluate_quality, feature_space, fidelity, measure_cost
 from .metrics.classify import classification_scores, predict
+from .metrics.quality import same_dataset
 from .models.loading import load_model
 from .report import save_grid, save_side_by_side
 from .sampling import GeneratorSampler, make_sampler
@@ -201,9 +202,10 @@ def _caveats(cfg: RunConfig, teacher: nn.Module | None, extra: list[str], featur
         notes.append("eval.reference=train: FID compares with the training images, so a model that memorised them scores best")
     if feature_net.get("caveat"):
         notes.append(feature_net["caveat"])
-    trained = (getattr(teacher, "kdgen_meta", None) or {}).get("split") if teacher is not None else None
-    now = split_info(cfg.data)
-    if trained and (now or {}).get("test_files_sha256") != trained.get("test_files_sha256"):
+    meta = (getattr(teacher, "kdgen_meta", None) or {}) if teacher is not None else {}
+    trained, now = meta.get("split"), split_info(cfg.data)
+    same_data = str(meta.get("trained_on", "")).startswith("folder:") and same_dataset(meta["trained_on"], cfg.data.name)
+    if trained and same_data and (now or {}).get("test_files_sha256") != trained.get("test_files_sha256"):
         notes.append("the teacher was trained beside another held-out split of this folder (seed, fraction or files differ), so "
                      "some reference images may be ones it trained on")
     if teacher is not None and face_of(teacher).kind == "diffusion":

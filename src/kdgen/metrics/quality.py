@@ -112,6 +112,11 @@ def _data_key(name: str) -> str:
     return name
 
 
+def same_dataset(a: str, b: str) -> bool:
+    """Whether two dataset names name the same data (folders compared by absolute path)."""
+    return _data_key(a) == _data_key(b)
+
+
 def feature_space(features: str, *, data: str, channels: int, allow_mismatch: bool = False) -> tuple[torch.nn.Module, dict]:
     """The extractor FID/KID use for `data`, and its record; a feature net trained on other data is refused (or, allowed,
     noted in info["caveat"]). `features` "auto" picks kdgen's net for the data."""
