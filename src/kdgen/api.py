@@ -28,6 +28,7 @@ from .report.compare import compare_runs
 from .report.page import build_report
 from .runs import Result, holding_run_lock, task_config, train_record, write_metrics
 from .runs import train as train_run
+from .utils import device_of
 
 log = logging.getLogger("kdgen")
 
@@ -314,15 +315,13 @@ def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
     return Result(out, metrics, trained.student, trained.seconds)
 
 
-SIMCLR_KEYS = {"temperature", "crop", "flip", "jitter"}
-
-
 @holding_run_lock
 def train_features(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False, overwrite: bool = False) -> Result:
     """Train a feature network on the data: a classifier on labelled images (its test accuracy reported), or SimCLR on
     unlabelled ones (model.objective; its held-out pair accuracy, and k-NN accuracy where labels exist, reported)."""
     from .data import stack_images
-    from .methods.contrastive import ContrastiveFeatures
+    from .methods.contrastive import ContrastiveFeatures, check_options
+    from .metrics.classify import knn_accuracy
 
     cfg = task_config(config, overrides, "train-features")
     if cfg.model.family != "featnet":
@@ -339,11 +338,9 @@ def train_features(config: Any = None, overrides: list[str] | None = None, *, re
         args = {**cfg.model.args, "channels": ch, "num_classes": int(labels.max()) + 1}
         method = SupervisedClassifier(build_model("featnet", args), shift=cfg.data.shift)
     else:
-        unknown = sorted(set(cfg.model.simclr) - SIMCLR_KEYS)
-        if unknown:
-            raise KdgenError(f"unknown model.simclr key '{unknown[0]}'; valid keys are: {', '.join(sorted(SIMCLR_KEYS))}")
+        check_options(cfg.model.simclr)  # before anything is built
         args = {"num_classes": 64, "dropout": 0.0, **cfg.model.args, "channels": ch}  # num_classes: the projection's width
-        method = ContrastiveFeatures(build_model("featnet", args), **cfg.model.simclr)
+        method = ContrastiveFeatures(build_model("featnet", args), cfg.model.simclr)
     out, trained = train_run(method, train, cfg, resume)
     if not trained.is_main:
         return Result(out)
@@ -353,15 +350,10 @@ def train_features(config: Any = None, overrides: list[str] | None = None, *, re
     if objective == "classifier":
         scores["test_accuracy"] = classifier_accuracy(net, test_images, test.labels)
     else:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            views = test_images[:512]
-            a = augment_like(method, views)
-            b = augment_like(method, views)
-            scores["test_pair_accuracy"] = pair_accuracy(net, a, b)
+        scores["test_pair_accuracy"] = method.pair_accuracy(test_images[:512], net)
         if labels is not None and getattr(test, "labels", None) is not None:  # at most 10,000 training images as neighbours
             pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:10000]
-            scores["knn_accuracy"] = knn_accuracy(net, torch.stack([train[int(i)]["image"] for i in pick]), labels[pick],
+            scores["knn_accuracy"] = knn_accuracy(lambda x: net.features(x.to(device_of(net))), torch.stack([train[int(i)]["image"] for i in pick]), labels[pick],
                                                   test_images, test.labels)
     save_model(net, out / "featnet", family="featnet", args=args,
                extra={"trained_on": name, "image_size": size, "channels": ch, "data_sha256": images_sha256(train), "objective": objective,
@@ -369,40 +361,6 @@ def train_features(config: Any = None, overrides: list[str] | None = None, *, re
     metrics = {"train": train_record(trained), "objective": objective, **scores}
     write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.seconds)
-
-
-def augment_like(method, x: torch.Tensor) -> torch.Tensor:
-    from .methods.contrastive import augment
-
-    return augment(x, crop=method.crop, flip=method.flip, jitter=method.jitter)
-
-
-@torch.no_grad()
-def _features(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    device = next(net.parameters()).device
-    return torch.cat([net.features(x.to(device)).cpu() for x in images.split(500)])
-
-
-@torch.no_grad()
-def pair_accuracy(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
-    """How often a held-out image's other view is its nearest neighbour among all the other views (chance 1 / (2N - 1))."""
-    z = torch.nn.functional.normalize(torch.cat([_features(net, a), _features(net, b)]), dim=1)
-    n = len(a)
-    sim = (z @ z.t()).fill_diagonal_(-2)
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-    return float((sim.argmax(1) == target).float().mean())
-
-
-@torch.no_grad()
-def knn_accuracy(net: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 k: int = 5) -> float:
-    """Accuracy of a k-nearest-neighbour vote (cosine) in the feature space: how much class information it holds without labels."""
-    f_train = torch.nn.functional.normalize(_features(net, train_x), dim=1)
-    f_test = torch.nn.functional.normalize(_features(net, test_x), dim=1)
-    idx = (f_test @ f_train.t()).topk(k, dim=1).indices
-    votes = train_y[idx]
-    pred = torch.mode(votes, dim=1).values
-    return float((pred == test_y).float().mean())
 
 
 @torch.no_grad()

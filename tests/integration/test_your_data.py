@@ -232,3 +232,13 @@ def test_dinov2_space_from_a_weights_file(tmp_path):
     save_file({"cls_token": torch.zeros(1, 1, 100)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(KdgenError, match="is not a DINOv2 ViT weights file"):
         _measure_in(f"dinov2:{tmp_path / 'bad.safetensors'}", tmp_path)
+
+
+@pytest.mark.parametrize("bad, line", [("{crop: 0}", "model.simclr.crop must be a number in (0, 1], got 0"),
+                                       ("{flip: maybe}", "model.simclr.flip must be true or false"),
+                                       ("{temperature: -1}", "model.simclr.temperature must be a number > 0")])
+def test_bad_simclr_values_are_sentences(bad, line, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "train-features", "configs/features/mnist5k-simclr.yaml", f"out={tmp_path}",
+                           f"model.simclr={bad}", "train.steps=1")
+    assert code == 2 and line in err and "Traceback" not in err, err
+    assert not (tmp_path / "state").exists()

@@ -18,15 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import KdgenError
 from .base import DistillationMethod, StepOutput
+
+OPTIONS = {"temperature": 0.5, "crop": 0.5, "flip": False, "jitter": 0.4}  # model.simclr keys and their defaults
 
 
 class ContrastiveFeatures(DistillationMethod):
     """NT-Xent on two augmented views of each image; `model.head` is the projection, `model.features` the representation."""
 
-    def __init__(self, model: nn.Module, *, temperature: float = 0.5, crop: float = 0.5, flip: bool = False, jitter: float = 0.4):
+    def __init__(self, model: nn.Module, options: dict | None = None):
         super().__init__()
-        self.student, self.temperature, self.crop, self.flip, self.jitter = model, temperature, crop, flip, jitter
+        o = {**OPTIONS, **check_options(options or {})}
+        self.student, self.temperature, self.crop, self.flip, self.jitter = model, o["temperature"], o["crop"], o["flip"], o["jitter"]
 
     def trainable(self, phase: str):
         return self.student.parameters()
@@ -38,6 +42,33 @@ class ContrastiveFeatures(DistillationMethod):
         z = F.normalize(self.student(views), dim=1)
         loss, acc = nt_xent(z, self.temperature)
         return StepOutput(loss, {"loss/nt_xent": loss.item(), "train/pair_acc": acc})
+
+    @torch.no_grad()
+    def pair_accuracy(self, images: torch.Tensor, net: nn.Module, seed: int = 0) -> float:
+        """On held-out images (two seeded views each, this method's augmentations): how often an image's other view is the
+        nearest in `net`'s representation h (the FID layer; the trained, possibly EMA, net) - chance 1 / (2N - 1)."""
+        net = net.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            views = torch.cat([augment(images, crop=self.crop, flip=self.flip, jitter=self.jitter) for _ in range(2)])
+        device = next(net.parameters()).device
+        h = torch.cat([net.features(v.to(device)).cpu() for v in views.split(500)])
+        return nt_xent(F.normalize(h, dim=1), self.temperature)[1]
+
+
+def check_options(options: dict) -> dict:
+    """model.simclr, checked: known keys, values in range (a sentence naming the key otherwise)."""
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise KdgenError(f"unknown model.simclr key '{key}'; valid keys are: {', '.join(sorted(OPTIONS))}")
+        ok = {"temperature": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+              "crop": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+              "flip": lambda v: isinstance(v, bool),
+              "jitter": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1}[key](value)
+        if not ok:
+            want = {"temperature": "a number > 0", "crop": "a number in (0, 1]", "flip": "true or false", "jitter": "a number in [0, 1)"}
+            raise KdgenError(f"model.simclr.{key} must be {want[key]}, got {value!r}")
+    return options
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, float]:

@@ -28,3 +28,15 @@ def classification_scores(pred: torch.Tensor, labels: torch.Tensor, num_classes:
     return {"accuracy": float(tp.sum() / confusion.sum()), "macro_f1": float(f1.mean()),
             "per_class_accuracy": [round(v, 4) for v in recall.tolist()], "confusion": confusion.tolist(),
             "errors": int(confusion.sum() - tp.sum())}
+
+
+@torch.no_grad()
+def knn_accuracy(features, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, k: int = 5) -> float:
+    """Accuracy of a k-nearest-neighbour vote (cosine) in a feature space (`features`: images -> [n, d]): how much class
+    information it holds, with no classifier trained on it."""
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.cat([features(c).cpu() for c in x.split(500)]), dim=1)
+
+    idx = (embed(test_x) @ embed(train_x).t()).topk(k, dim=1).indices
+    pred = torch.mode(train_y[idx], dim=1).values
+    return float((pred == test_y).float().mean())
