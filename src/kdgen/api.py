@@ -236,12 +236,12 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     if not trained.is_main:
         return Result(out)
     folder = save_model(trained.student, out / "teacher", family="dcgan-generator", args=args,
-                        extra={"trained_on": cfg.data.name, "steps": trained.step, "train_seconds": round(trained.seconds, 1), **_split(cfg)})
+                        extra={"trained_on": cfg.data.name, "steps": trained.step, "train_seconds": round(trained.total_seconds, 1), **_split(cfg)})
     save_model(discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
     save_grid(method.preview(16, module=trained.student), out / "samples" / "teacher.png", nrow=4)
     metrics = {"train": train_record(trained)}
     write_metrics(out, metrics)
-    return Result(out, metrics, trained.student, trained.seconds)
+    return Result(out, metrics, trained.student, trained.total_seconds)
 
 
 DIFFUSION_TEACHER_KEYS = {"unet", "scheduler", "steps", "num_classes", "label_dropout", "guidance_scale"}
@@ -278,12 +278,12 @@ def _train_diffusion_teacher(cfg: RunConfig, resume: bool) -> Result:
     if not trained.is_main:
         return Result(out)
     save_diffusion(trained.student, out / "teacher",
-                   extra={"trained_on": cfg.data.name, "train_steps": trained.step, "train_seconds": round(trained.seconds, 1),
+                   extra={"trained_on": cfg.data.name, "train_steps": trained.step, "train_seconds": round(trained.total_seconds, 1),
                           **_split(cfg)})
     save_grid(method.preview(64, module=trained.student), out / "samples" / "teacher.png")
     metrics = {"train": train_record(trained)}
     write_metrics(out, metrics)
-    return Result(out, metrics, trained.student, trained.seconds)
+    return Result(out, metrics, trained.student, trained.total_seconds)
 
 
 def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
@@ -305,14 +305,14 @@ def _train_classifier_teacher(cfg: RunConfig, resume: bool) -> Result:
     if not trained.is_main:
         return Result(out)
     folder = save_model(trained.student, out / "teacher", family=cfg.model.family, args=args,
-                        extra={"trained_on": name, "image_size": size, "steps": trained.step, "train_seconds": round(trained.seconds, 1),
+                        extra={"trained_on": name, "image_size": size, "steps": trained.step, "train_seconds": round(trained.total_seconds, 1),
                                **_split(cfg)})
     block, _ = measure_classifier(trained.student, test, weights=folder / "model.safetensors", num_classes=args["num_classes"],
                                   repeats=cfg.eval.latency_repeats)
     metrics = {"train": train_record(trained), "teacher": block,
                "protocol": {"kind": "classifier", "reference": f"{name} test split", "reference_count": len(test)}}
     write_metrics(out, metrics)
-    return Result(out, metrics, trained.student, trained.seconds)
+    return Result(out, metrics, trained.student, trained.total_seconds)
 
 
 @holding_run_lock
@@ -360,7 +360,7 @@ def train_features(config: Any = None, overrides: list[str] | None = None, *, re
                       **scores, **_split(cfg)})
     metrics = {"train": train_record(trained), "objective": objective, **scores}
     write_metrics(out, metrics)
-    return Result(out, metrics, trained.student, trained.seconds)
+    return Result(out, metrics, trained.student, trained.total_seconds)
 
 
 @torch.no_grad()

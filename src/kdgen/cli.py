@@ -231,6 +231,11 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
+    except OSError as e:  # a disk full, read-only or a folder in the way: a sentence (atomic writes left nothing half-written)
+        from .errors import os_error_sentence
+
+        typer.echo(f"error: {os_error_sentence(e)}", err=True)
+        sys.exit(2)
     except Exception as e:
         usage, abort = _click_errors()
         if isinstance(e, usage):  # a usage error: the usage and one line, exit 2, no traceback

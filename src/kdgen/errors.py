@@ -27,3 +27,25 @@ class KdgenError(ValueError):
     def __init__(self, message: str = ""):
         self.cli_message = str(message)
         super().__init__(as_parameters(self.cli_message))
+
+
+def os_error_sentence(e: OSError) -> str:
+    """An OS error a user can cause (disk full, read-only, permissions, a folder or file in the way) as one sentence
+    naming the path and the fix."""
+    import errno
+
+    where = f"'{e.filename}'" if e.filename else "a file"
+    fixes = {
+        errno.ENOSPC: f"the disk is full writing {where}; free some space (or give another out= on another disk) and rerun with --resume",
+        errno.EDQUOT: f"the disk quota is used up writing {where}; free some space and rerun with --resume",
+        errno.EROFS: f"{where} is on a read-only file system; give an out= (or --out) on a writable disk",
+        errno.EACCES: f"no permission to use {where}; fix its permissions or give another path",
+        errno.EPERM: f"no permission to use {where}; fix its permissions or give another path",
+        errno.EISDIR: f"{where} is a folder where kdgen needs a file; give a file name (e.g. one inside that folder)",
+        errno.ENOTDIR: f"a file is in the way of the folder {where}; give another path",
+        errno.ENOENT: f"{where} (or a folder on its way) does not exist and cannot be made; check the path",
+        errno.EEXIST: f"{where} already exists and is in the way; remove it or give another path",
+        errno.ENAMETOOLONG: f"the path {where} is too long; give a shorter one",
+        errno.EMFILE: "too many files are open; lower data.workers and retry",
+    }
+    return fixes.get(e.errno, f"the operating system refused {where} ({e.strerror or type(e).__name__}); check the path and the disk")

@@ -5,6 +5,7 @@ load without unpickling. A leaf: it imports no model code (models/loading.py bui
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -32,21 +33,78 @@ _UMASK = _read_umask()  # read once at import: os.umask is process-wide and not 
 FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, FILE_MODE)
+TMP_SUFFIX = ".tmp"  # a write in progress: `.NAME.RANDOM.tmp` beside NAME (a killed write leaves it; clean_temp_files removes it)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, checksum: bool = False) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers see old or new, never half.
+    `checksum`: also write NAME.sha256 beside it (sha256sum's format), which `verify_checksum` checks on every load."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as e:  # named by the file the user asked for, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
+    try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
+    if checksum:
+        write_checksum(path, hashlib.sha256(data).hexdigest())
+
+
+def clean_temp_files(root: Path, *, keep_prefix: str = ".kdgen.lock") -> list[Path]:
+    """Remove what killed writes left under `root`: `.NAME.*.tmp` files and swapped-in folders. Call it only while
+    holding the run folder's lock, so no live write of kdgen's is among them. Returns what it removed."""
+    removed = []
+    for parent, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            if name.startswith(".") and name.endswith(TMP_SUFFIX) and not name.startswith(keep_prefix):
+                path = Path(parent) / name
+                shutil.rmtree(path, ignore_errors=True) if name in dirs else path.unlink(missing_ok=True)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not (d.startswith(".") and d.endswith(TMP_SUFFIX))]
+    return removed
+
+
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def checksum_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + CHECKSUM_SUFFIX)
+
+
+def write_checksum(path: Path, digest: str | None = None) -> None:
+    """NAME.sha256 beside `path`: `HEX  NAME`, so `sha256sum -c NAME.sha256` checks it too."""
+    path = Path(path)
+    atomic_write_text(checksum_path(path), f"{digest or file_sha256(path)}  {path.name}\n")
+
+
+def verify_checksum(path: Path) -> None:
+    """A file kdgen wrote is checked against the sha256 recorded beside it; files without one (a user's) pass unchecked.
+    A mismatch (flipped bytes, a partial copy) is a sentence, before anything reads the damaged tensors."""
+    path = Path(path)
+    side = checksum_path(path)
+    if not side.is_file():
+        return
+    try:
+        recorded = side.read_text().split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise KdgenError(f"the checksum file '{side}' is unreadable; restore it, or delete it to load '{path.name}' unchecked") from None
+    if file_sha256(path) != recorded:
+        raise KdgenError(f"'{path}' does not match the sha256 recorded in '{side.name}': the file is damaged (flipped bytes or a "
+                         "partial copy); restore it from a backup or retrain it")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -54,10 +112,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save through a temporary file and an atomic rename (for our own trainer state)."""
+    """torch.save through a temporary file and an atomic rename (for our own trainer state), with its sha256 beside it."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), checksum=True)
 
 
 def ensure_dir(path: str | Path, *, what: str = "output folder") -> Path:
@@ -101,7 +159,7 @@ def swapped_folder(folder: Path, *, keep_others: bool = False):
     (e.g. a GAN's discriminator/) into the new one first, unless the new one wrote the same name."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=TMP_SUFFIX))
     try:
         yield tmp
         if folder.exists():
@@ -109,7 +167,7 @@ def swapped_folder(folder: Path, *, keep_others: bool = False):
                 for sub in folder.iterdir():
                     if not (tmp / sub.name).exists():
                         os.replace(sub, tmp / sub.name)
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old.", suffix=TMP_SUFFIX))
             os.replace(folder, old / "m")
             os.replace(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
@@ -125,6 +183,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise KdgenError(f"weights file '{p}' does not exist; check the path")
+    verify_checksum(p)
     suffix = p.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError

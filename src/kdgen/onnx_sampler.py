@@ -32,6 +32,23 @@ except ImportError:  # this file copied onto a device without kdgen
         """A user error: one sentence naming the problem and the fix."""
 
 SAMPLER_JSON = "sampler.json"
+
+
+def _verify_checksum(path: Path) -> None:
+    """The graph against the NAME.sha256 `kdgen export` wrote beside it (kdgen.io's check, without torch); none: unchecked."""
+    import hashlib
+
+    side = path.with_name(path.name + ".sha256")
+    if not side.is_file() or not path.is_file():
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != side.read_text().split()[0].lower():
+        raise KdgenError(f"'{path}' does not match the sha256 recorded in '{side.name}': the file is damaged (flipped bytes or a "
+                         "partial copy); export the run again")
+
 REQUIRED = {  # what each kind of sampler.json must hold
     "generator": ["inputs"],
     "classifier": ["inputs", "shape"],
@@ -50,6 +67,7 @@ def session(path: str | Path, *, threads: int | None = None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    _verify_checksum(Path(path))
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

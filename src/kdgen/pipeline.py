@@ -156,7 +156,7 @@ def train_save_measure(plan: Plan, cfg: RunConfig, resume: bool, teacher: nn.Mod
         log_final_metrics(out / "tb", cfg.to_dict(), metrics, trained.step)
     write_metrics(out, metrics)
     build_report(out)
-    return Result(out, metrics, trained.student, trained.seconds)
+    return Result(out, metrics, trained.student, trained.total_seconds)
 
 
 def pick_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> nn.Module:
@@ -355,7 +355,10 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: 
         done = folder / "student" / "kdgen.json"
         if resume and done.is_file():  # a finished round: its student is the next round's teacher
             trained_student = load_model(folder / "student").to(device_of(round_teacher))
-            rounds.append({"round": rnd.name, "method": name, "steps": rnd.student_steps, "skipped": "finished earlier"})
+            earlier = float(trained_student.extra.get("train_seconds", 0.0))
+            seconds += earlier
+            rounds.append({"round": rnd.name, "method": name, "steps": rnd.student_steps, "skipped": "finished earlier",
+                           "seconds": round(earlier, 1)})
         else:
             method = METHODS.get(name)(opts[name], student=student, teacher=round_teacher, round=rnd)
             data = method.prepare_data(dataset, folder)
@@ -363,18 +366,19 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: 
             trained = trainer.fit(resume=resume and (folder / "state" / "last.pt").is_file())
             trained_student = trained.student  # every process goes on to the next round with it
             if is_main:
-                save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps})
+                save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps,
+                                                                           "train_seconds": round(trained.total_seconds, 3)})
             _barrier()
-            seconds += trained.seconds
+            seconds += trained.total_seconds
             rounds.append({"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps, "steps": rnd.student_steps,
-                           "seconds": round(trained.seconds, 1), "train_steps": trained.step})
+                           "seconds": round(trained.total_seconds, 1), "train_steps": trained.step, "segments": len(trained.segments)})
         if not rnd.convert:  # a converted student re-expresses its teacher; the teacher stays the next round's
             round_teacher = trained_student
         student = copy.deepcopy(trained_student).train().requires_grad_(True)
     if not is_main:
         return Result(out)
     final = load_model(out / "rounds" / plan[-1][1].name / "student").to(device_of(teacher))
-    save_diffusion(final, out / "student", extra={"methods": order, "rounds": len(plan)})
+    save_diffusion(final, out / "student", extra={"methods": order, "rounds": len(plan), "train_seconds": round(seconds, 3)})
     metrics = {"train": {"seconds": round(seconds, 1), "steps": cfg.train.steps, "rounds": rounds, "student_init": init_counts}}
     if cfg.eval.enabled:
         metrics.update(evaluate_pair(cfg, teacher=teacher, student=final, out=out))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import logging
 import os
 import shutil
 import socket
@@ -18,8 +19,10 @@ from torch import nn
 
 from .config import RunConfig, load_config, load_run_config
 from .errors import KdgenError
-from .io import atomic_write_text, ensure_dir
+from .io import atomic_write_text, clean_temp_files, ensure_dir
 from .train import Trainer
+
+log = logging.getLogger("kdgen")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Result:
 def task_config(config: Any, overrides: list[str] | None, task: str) -> RunConfig:
     """The recipe for `task`, validated; a distill recipe's methods too (unknown names and options fail here, before any work)."""
     cfg = load_config(config, overrides)
+    _follow_moved_run(cfg, config, overrides)
     if cfg.task != task:
         raise KdgenError(f"this recipe is for task '{cfg.task}', not '{task}'; run `kdgen {cfg.task}` with it (or set task={task})")
     if task == "distill":
@@ -49,6 +53,19 @@ def task_config(config: Any, overrides: list[str] | None, task: str) -> RunConfi
         parse_methods(cfg.methods)
         check_method_mix(cfg.methods)
     return cfg
+
+
+def _follow_moved_run(cfg: RunConfig, config: Any, overrides: list[str] | None) -> None:
+    """A run folder's own config.yaml names the folder it was written in; read from a folder that holds a run (moved or
+    copied since), the run is that folder - unless out= is given."""
+    if not isinstance(config, (str, Path)) or any(str(o).split("=", 1)[0].strip() == "out" for o in overrides or []):
+        return
+    folder = Path(config).expanduser().resolve().parent
+    if Path(config).name != "config.yaml" or not any((folder / n).exists() for n in ("state", "metrics.json")):
+        return
+    if Path(cfg.out).expanduser().resolve() != folder:
+        log.warning("%s was written in %s; using the folder it is in now", Path(config), cfg.out)
+        cfg.out = str(folder)
 
 
 def make_trainer(method, dataset, cfg: RunConfig, out: Path, *, steps: int | None = None) -> Trainer:
@@ -97,6 +114,8 @@ def check_existing(cfg: RunConfig, resume: bool) -> None:
     out = Path(cfg.out)
     if out.is_dir():
         lock_run(out)
+        if _is_main() and (gone := clean_temp_files(out)):
+            log.info("removed %d temporary file(s) a killed write left in %s", len(gone), out)
     if resume or _OVERWRITE.get() or not (out / "config.yaml").is_file():
         return
     found = [name for name in _outputs(cfg) if (out / name).exists()]
@@ -193,7 +212,7 @@ def check_resume(cfg: RunConfig, resume: bool) -> None:
     saved = Path(cfg.out) / "config.yaml"
     if resume and saved.exists():
         prev = load_run_config(saved)
-        free = {"train": None, "eval": None}  # a resume may train longer or measure differently
+        free = {"train": None, "eval": None, "out": None}  # a resume may train longer or measure differently; a run may move
         a, b = {**prev.to_dict(), **free}, {**cfg.to_dict(), **free}
         if a != b:
             keys = _differing(a, b)
@@ -226,5 +245,6 @@ def write_metrics(out: Path, metrics: dict) -> None:
 
 
 def train_record(trained) -> dict:
-    return {"seconds": round(trained.seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from,
-            "processes": trained.processes}
+    """metrics.json's train block: seconds summed over every segment (each resume adds one), with the segments listed."""
+    return {"seconds": round(trained.total_seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from,
+            "processes": trained.processes, "segments": [{**s, "seconds": round(s["seconds"], 1)} for s in trained.segments]}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import KdgenError
-from .io import atomic_torch_save
+from .io import atomic_torch_save, verify_checksum
 from .methods.base import DistillationMethod
 
 STATE_FILE = "state/last.pt"
@@ -83,6 +83,12 @@ class TrainResult:
     resumed_from: int = 0
     is_main: bool = True  # only the main process saves models and evaluates
     processes: int = 1
+    segments: list[dict] = field(default_factory=list)  # every run of the command that trained it: from/to step, seconds, processes
+
+    @property
+    def total_seconds(self) -> float:
+        """Training time summed over every segment (a killed segment counts up to its last checkpoint)."""
+        return sum(s["seconds"] for s in self.segments) if self.segments else self.seconds
 
 
 class Trainer:
@@ -123,6 +129,8 @@ class Trainer:
         self.lr_schedule = lr_schedule
         self.base_lrs = [[g["lr"] for g in o.param_groups] for o in self.optimizers]
         self.ema = EMA(self._unwrapped.student, ema) if ema > 0 else None
+        self._earlier: list[dict] = []  # the segments before this one, from the checkpoint
+        self._segment = (0, time.perf_counter())  # (first step, start time) of this one
 
     @property
     def _unwrapped(self) -> DistillationMethod:
@@ -143,6 +151,7 @@ class Trainer:
             "ema": self.ema.module.state_dict() if self.ema else None,
             "ema_updates": self.ema.updates if self.ema else 0,
             "optimizers": [o.state_dict() for o in self.optimizers],
+            "segments": self._segments(step),
         }
         atomic_torch_save(state, self.out / STATE_FILE)
 
@@ -150,6 +159,7 @@ class Trainer:
         path = self.out / STATE_FILE
         if not path.is_file():
             raise KdgenError(f"--resume found no checkpoint at '{path}'; start without --resume")
+        verify_checksum(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # garbage raises UnpicklingError, IndexError, KeyError, EOFError ...
@@ -162,11 +172,17 @@ class Trainer:
                 self.ema.module.load_state_dict(state["ema"])
                 self.ema.updates = int(state.get("ema_updates", state["step"]))
             step = int(state["step"])
+            self._earlier = [dict(s) for s in state.get("segments", [])]
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise KdgenError(f"checkpoint '{path}' does not fit this run ({msg}); resume with the config that wrote it") from None
         self._restore_rng(state, step)
         return step
+
+    def _segments(self, step: int) -> list[dict]:
+        first, t0 = self._segment
+        return [*self._earlier, {"from": first, "to": step, "seconds": round(time.perf_counter() - t0, 3),
+                                 "processes": self.acc.num_processes}]
 
     def _restore_rng(self, state: dict, step: int) -> None:
         """This rank's RNG streams as they were at the checkpoint (exact resume); a checkpoint without them (an older kdgen,
@@ -175,6 +191,8 @@ class Trainer:
         if rank:
             other = self.out / f"state/rng-rank{rank}.pt"
             try:
+                if other.is_file():
+                    verify_checksum(other)
                 state = torch.load(other, map_location="cpu", weights_only=True) if other.is_file() else {}
             except Exception:  # a torn or damaged rank file: that rank reseeds (warned below) rather than stop the run
                 state = {}
@@ -207,9 +225,10 @@ class Trainer:
         from tqdm.auto import tqdm
 
         start = self.load_state() if resume else 0
+        self._segment = (start, time.perf_counter())
         if start >= self.steps:
             return TrainResult(start, 0.0, self._student(), {}, resumed_from=start, is_main=self.acc.is_main_process,
-                               processes=self.acc.num_processes)
+                               processes=self.acc.num_processes, segments=self._earlier)
         writer = self._writer()
         bar = tqdm(total=self.steps, initial=start, disable=not self.acc.is_main_process, dynamic_ncols=True, desc="train")
         batches = self._batches(start)
@@ -227,10 +246,10 @@ class Trainer:
                 # 2. a non-finite loss (on any process) stops the run; the last good checkpoint stays
                 if not self._all_finite(out.loss):
                     bar.close()
-                    raise KdgenError(
-                        f"the {phase} loss became {out.loss.item()} at step {step} ({_fmt(out.logs)}); the last good "
-                        f"checkpoint (step {last_good}) is kept in {self.out / 'state'}; lower train.lr or a method weight"
-                    )
+                    kept = (f"the last good checkpoint (step {last_good}) is kept in {self.out / 'state'}" if last_good else
+                            f"no checkpoint was written yet (the first comes at step {min(self.checkpoint_every, self.steps)})")
+                    raise KdgenError(f"the {phase} loss became {out.loss.item()} at step {step} ({_fmt(out.logs)}); {kept}; "
+                                     "lower train.lr or a method weight")
                 opt.zero_grad(set_to_none=True)
                 self.acc.backward(out.loss)
                 if self.grad_clip > 0:
@@ -257,7 +276,7 @@ class Trainer:
             writer.close()
         self.acc.wait_for_everyone()
         return TrainResult(self.steps, time.perf_counter() - t0, self._student(), logs, resumed_from=start,
-                           is_main=self.acc.is_main_process, processes=self.acc.num_processes)
+                           is_main=self.acc.is_main_process, processes=self.acc.num_processes, segments=self._segments(self.steps))
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         ok = torch.isfinite(loss.detach()).float().reshape(1)

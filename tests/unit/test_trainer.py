@@ -6,7 +6,7 @@ from torch import nn
 
 from kdgen.data import TensorImageDataset
 from kdgen.errors import KdgenError
-from kdgen.io import atomic_torch_save
+from kdgen.io import atomic_torch_save, verify_checksum
 from kdgen.methods.base import DistillationMethod, StepOutput
 from kdgen.train import STATE_FILE, Trainer
 
@@ -84,7 +84,8 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_torch_save({"step": 2}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt", "last.pt.sha256"]  # no temp file left
+    verify_checksum(path)  # the old checkpoint still matches its recorded sha256
 
 
 def test_ema_warms_up_then_averages():

@@ -31,7 +31,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import KdgenError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, checksum_path, write_checksum
 from ..onnx_sampler import SAMPLER_JSON, OnnxStudent
 from .common import (
     FORMATS,
@@ -70,9 +70,14 @@ def _staging(folder: Path):
 
 
 def _commit(stage: Path, folder: Path, *, stale: tuple[str, ...] = ()) -> None:
-    """Move every staged file into place; remove `stale` files that described an earlier export."""
+    """Move every staged file into place, each graph with its sha256 beside it; remove `stale` files that described an
+    earlier export."""
     for name in stale:
         (folder / name).unlink(missing_ok=True)
+        checksum_path(folder / name).unlink(missing_ok=True)
+    for path in sorted(stage.iterdir()):
+        if path.suffix in (".onnx", ".pt", ".data"):
+            write_checksum(path)
     for path in sorted(stage.iterdir()):
         os.replace(path, folder / path.name)
 

@@ -10,6 +10,7 @@ one network call: x^ = x_0(student(z, T-1)), L = ||x^ - DDIM_teacher(z)||. The s
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from ..errors import KdgenError
 from ..sampling import DiffusionSampler
 from .diffusion_base import PREDICTION_CHOICE, DiffusionMethod, Round, distance, step_output
 from .registry import METHODS
+
+log = logging.getLogger("kdgen")
 
 PART = 256  # cached pairs per file
 
@@ -50,7 +53,7 @@ class OneStep(DiffusionMethod):
         """Write (or finish) the cache of teacher trajectories and train on it instead of the real images."""
         from safetensors.torch import load_file, save
 
-        from ..io import atomic_write_bytes
+        from ..io import atomic_write_bytes, verify_checksum
 
         cache = folder / "cache"
         teacher = self.teacher.module
@@ -61,6 +64,12 @@ class OneStep(DiffusionMethod):
         noises, images, labels = [], [], []
         for i in range(parts):
             f = cache / f"part-{i:04d}-steps{self.options.teacher_steps}.safetensors"
+            try:
+                if f.is_file():
+                    verify_checksum(f)
+            except KdgenError as e:
+                log.warning("%s; drawing that part again", e)
+                f.unlink()
             if not f.is_file():
                 seed = 10_000 + i  # disjoint from evaluation seeds
                 z = sampler.latents(PART, seed)
@@ -69,7 +78,7 @@ class OneStep(DiffusionMethod):
                 part = {"noise": z, "image": x}
                 if y is not None:
                     part["label"] = y
-                atomic_write_bytes(f, save(part))
+                atomic_write_bytes(f, save(part), checksum=True)
             part = load_file(str(f))
             noises.append(part["noise"]), images.append(part["image"])
             if "label" in part:

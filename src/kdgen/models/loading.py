@@ -32,7 +32,7 @@ def save_model(module: nn.Module, folder: str | Path, *, family: str, args: dict
     meta = {"family": family, "args": args, "kdgen_version": __version__, **(extra or {})}
     # the weights and the JSON change together: write a sibling folder, then swap it in
     with swapped_folder(folder, keep_others=True) as tmp:
-        atomic_write_bytes(tmp / "model.safetensors", st_save(state))
+        atomic_write_bytes(tmp / "model.safetensors", st_save(state), checksum=True)
         atomic_write_text(tmp / "model.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return folder
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import KdgenError
+from ..io import verify_checksum
 
 log = logging.getLogger("kdgen")
 
@@ -283,6 +284,7 @@ def load_diffusion(path: str | Path) -> DiffusionModel:
         raise KdgenError(f"'{unet_dir}' has a UNet config but no weights (diffusion_pytorch_model.safetensors); copy the weights beside it")
     if weights[0].endswith(".bin"):
         raise KdgenError(f"'{unet_dir}' holds pickled .bin weights; kdgen never unpickles - re-save it with save_pretrained(safe_serialization=True)")
+    verify_checksum(unet_dir / weights[0])
     meta = _read_json(folder / KDGEN_JSON, "kdgen sampling recipe") if (folder / KDGEN_JSON).is_file() else {}
     try:
         if meta.get("structure"):  # a torch-pruned UNet: its config builds the unpruned one, the structure re-shapes it
@@ -377,7 +379,7 @@ def _load_hub(repo: str) -> DiffusionModel:
 def save_diffusion(model: DiffusionModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write a flat diffusers folder (UNet, scheduler config, kdgen.json), swapped in atomically."""
     from .. import __version__
-    from ..io import atomic_write_text, swapped_folder
+    from ..io import atomic_write_text, swapped_folder, write_checksum
 
     meta = {**model.meta(), **(extra or {}), "kdgen_version": __version__}
     if model.extra.get("pruned"):  # the config builds the unpruned UNet: record every layer whose shapes differ from it
@@ -388,6 +390,7 @@ def save_diffusion(model: DiffusionModel, folder: str | Path, *, extra: dict[str
         meta["structure"] = structure_diff(model.unet, UNet2DModel.from_config(model.unet.config))
     with swapped_folder(Path(folder)) as tmp:
         model.unet.save_pretrained(str(tmp), safe_serialization=True)
+        write_checksum(tmp / "diffusion_pytorch_model.safetensors")
         model.make_scheduler().save_pretrained(str(tmp))
         atomic_write_text(tmp / KDGEN_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return Path(folder)
