@@ -1,6 +1,7 @@
 """Kill -9 a run (the trainer SIGKILLs itself at a chosen step), resume it, and the student is bit-identical to an
 uninterrupted run: GAN, diffusion (inside a round and between rounds) and classifier runs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -47,8 +48,10 @@ def test_a_gan_run_killed_twice_resumes_bit_identical(tiny_teacher, tmp_path):
     args = ["distill", "configs/gan/mnist5k-demo.yaml", *tiny_overrides(tiny_teacher, tmp_path / "x", steps=8), *SLOW]
     args = [a for a in args if not a.startswith("out=")]
     assert _cli([*args, f"out={tmp_path / 'ref'}"]).returncode == 0
-    _killed_then_resumed(args, tmp_path / "cut", kills=[3, 6])  # mid-interval: steps 3 and 6, checkpoints at 2 and 4
+    _killed_then_resumed(args, tmp_path / "cut", kills=[3, 6])  # step 3 (mid-interval, checkpoint 2); step 6 (right after its checkpoint)
     _assert_identical(tmp_path / "ref" / "student", tmp_path / "cut" / "student")
+    train = json.loads((tmp_path / "cut" / "metrics.json").read_text())["train"]  # the record sums the three segments
+    assert [(g["from"], g["to"]) for g in train["segments"]] == [(0, 2), (2, 6), (6, 8)] and train["resumed_from"] == 6
 
 
 def test_a_diffusion_run_killed_inside_and_at_the_end_of_a_round_resumes_bit_identical(tmp_path):
@@ -70,6 +73,19 @@ def test_a_classifier_run_killed_resumes_bit_identical(recipe, tmp_path):
     teacher = tmp_path / "t"
     assert _cli(["train-teacher", "configs/classifier/digits-teacher.yaml", f"out={teacher}", "train.steps=4"]).returncode == 0
     args = ["distill", recipe, f"teacher.path={teacher / 'teacher'}", "train.steps=6", "data.batch_size=32", *SLOW]
+    assert _cli([*args, f"out={tmp_path / 'ref'}"]).returncode == 0
+    _killed_then_resumed(args, tmp_path / "cut", kills=[3])
+    _assert_identical(tmp_path / "ref" / "student", tmp_path / "cut" / "student")
+
+
+def test_a_classifier_run_on_a_generated_transfer_set_killed_resumes_bit_identical(tmp_path):
+    """The transfer pool is drawn again from its seed, and the pool images each batch carries follow the restored streams."""
+    teacher = tmp_path / "t"
+    few = ["data.batch_size=16", "model.args={hidden: [16], dropout: 0.0}"]
+    assert _cli(["train-teacher", "configs/classifier/mnist5k-teacher.yaml", f"out={teacher}", "train.steps=2", *few, *SLOW]).returncode == 0
+    args = ["distill", "configs/classifier/mnist5k-hinton.yaml", f"teacher.path={teacher / 'teacher'}", "train.steps=6",
+            "data.batch_size=16", "student.args={hidden: [8]}", "data.transfer=builtin:gan-mnist5k", "data.transfer_images=48",
+            "data.transfer_batch=8", *SLOW]
     assert _cli([*args, f"out={tmp_path / 'ref'}"]).returncode == 0
     _killed_then_resumed(args, tmp_path / "cut", kills=[3])
     _assert_identical(tmp_path / "ref" / "student", tmp_path / "cut" / "student")

@@ -115,12 +115,25 @@ YAMLISH = [
     "python:nope", "auto", "prune", "random", "pruned", "l1", "l2", "huber", "classifier", "generator", "simclr", "distill", "train-teacher",
     "train-features", "error", "skip", "test", "train", "cosine", "constant", "inception", "inception:/nonexistent", "dinov2:/nonexistent",
 ]
-DEEP = st.builds(lambda n, kind: "[" * n + "]" * n if kind else "{a: " * n + "1" + "}" * n, st.one_of(st.integers(1, 99), st.integers(100, 600)),
+# what YAML can say that plain values cannot: aliases (self-referencing too), explicit tags, keys that are not strings
+TRICKS = ["&a [*a]", "&a {x: *a}", "{x: &a [1], y: *a}", "{x: &a {y: *a}}", "[&a {x: 1}, *a]", "!!int x", "!!float", "!!float x",
+          "!!bool x", "!!timestamp x", "!!int 0b", "!!binary x", "!!set {a}", "!!omap [a]", "!!pairs [[1, 2]]", "!!null x", "!!str",
+          "!!map {}", "!!seq []", "!<tag:yaml.org,2002:int> 1", "!local x", "{1: {}}", "{null: {}}", "{true: {}}", "{1.5: x}",
+          "{output: {1: 2}}", "{weight: {}}", "{? [1] : 2}"]
+DEEP = st.builds(lambda n, kind: "[" * n + "]" * n if kind else "{a: " * n + "1" + "}" * n, st.one_of(st.integers(1, 99), st.integers(100, 1000)),
                  st.booleans())
 VALUES = st.one_of(
-    st.sampled_from(YAMLISH), st.sampled_from(YAMLISH), st.builds(_flow, STRUCTURES), st.builds(_flow, SCALARS),
+    st.sampled_from(YAMLISH), st.sampled_from(TRICKS), st.sampled_from(YAMLISH), st.builds(_flow, STRUCTURES), st.builds(_flow, SCALARS),
     st.builds(str, st.integers()), st.builds(repr, st.floats()), st.text(max_size=16), DEEP,
 )
+
+
+# keys whose value is a mapping: whole sections and the free-form dicts (methods, model.args, ...)
+DICT_KEYS = ["data", "model", "teacher", "student", "train", "eval", "methods", "model.args", "model.simclr", "teacher.args",
+             "student.args", *(f"methods.{name}" for name in METHODS.names())]
+MAPPINGS = st.one_of(st.sampled_from(TRICKS), st.sampled_from([v for v in YAMLISH if v.startswith(("{", "&", "!!"))]),
+                     st.builds(_flow, st.dictionaries(st.one_of(st.text(max_size=6), st.integers(-3, 3), st.none(), st.booleans(),
+                                                                st.sampled_from(REAL_KEYS)), STRUCTURES, max_size=3)))
 
 
 @st.composite
@@ -128,8 +141,11 @@ def override(draw) -> str:
     kind = draw(st.integers(0, 9))
     if kind == 0:  # no '='
         return draw(st.one_of(st.sampled_from(REAL_KEYS), st.text(st.characters(exclude_characters="=", exclude_categories=["Cs"]), max_size=12)))
-    sep = "=" if kind > 1 else draw(st.sampled_from(["==", " = ", "=="]))
-    return f"{draw(KEYS)}{sep}{draw(VALUES)}"
+    if kind == 1:
+        return f"{draw(KEYS)}{draw(st.sampled_from(['==', ' = ', '= ']))}{draw(VALUES)}"
+    if kind == 2:
+        return f"{draw(st.sampled_from(DICT_KEYS))}={draw(MAPPINGS)}"
+    return f"{draw(KEYS)}={draw(VALUES)}"
 
 
 OVERRIDES = st.lists(override(), max_size=6)
@@ -164,12 +180,16 @@ def _nesting(text: str) -> int:
     return best
 
 
-def _self_referencing(value, seen=()) -> bool:
-    if isinstance(value, (list, dict)):
-        if any(value is s for s in seen):
-            return True
-        items = value.values() if isinstance(value, dict) else value
-        return any(_self_referencing(v, (*seen, value)) for v in items)
+def _self_referencing(value) -> bool:
+    """Whether a parsed value contains itself (a YAML anchor used inside its own node); iterative, for deep values."""
+    stack = [(value, frozenset())]
+    while stack:
+        node, above = stack.pop()
+        if isinstance(node, (list, dict)):
+            if id(node) in above:
+                return True
+            items = node.values() if isinstance(node, dict) else node
+            stack += [(v, above | {id(node)}) for v in items]
     return False
 
 

@@ -57,6 +57,12 @@ def test_nan_loss_stops_with_a_sentence_and_keeps_last_checkpoint(tmp_path):
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["method"].values())
 
 
+def test_nan_loss_before_the_first_checkpoint_names_none(tmp_path):
+    with pytest.raises(KdgenError, match=r"loss became nan at step 1 .*no checkpoint was written yet \(the first comes at step 2\)"):
+        _trainer(Regress(nan_after=0), tmp_path, 20).fit()
+    assert not (tmp_path / STATE_FILE).exists()
+
+
 def test_resume_continues_from_the_saved_step(tmp_path):
     _trainer(Regress(), tmp_path, 6).fit()
     saved = torch.load(tmp_path / STATE_FILE, weights_only=True)
