@@ -6,7 +6,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One torch thread: the tests' ops are tiny, and two threads on a core that another job is using made the
 # suite ~10x slower (measured: one diffusion test 19 s at 1 thread vs 137 s at 2). KDGEN_TEST_THREADS overrides.
-torch.set_num_threads(int(os.environ.get("KDGEN_TEST_THREADS") or 1))
+os.environ["OMP_NUM_THREADS"] = os.environ.get("KDGEN_TEST_THREADS") or "1"  # what train.threads=auto reads, in-process too
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,13 @@ class TrainConfig:
     log_every: int = field(default=25, metadata=_check(gt=0))
     sample_every: int = field(default=250, metadata=_check(gt=0))
     seed: int = 0
+    # speed and scale, all through accelerate and torch (nothing home-made):
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast of every forward (teacher too); fp16 needs a GPU (with loss scaling)
+    grad_accum: int = field(default=1, metadata=_check(ge=1))  # batches per optimizer step: the global batch is batch_size x grad_accum x processes
+    compile: bool = False  # torch.compile the student and the teacher in place (nn.Module.compile; state dict keys unchanged)
+    channels_last: bool = False  # student and teacher in channels_last memory format (faster convolutions on recent GPUs and CPUs)
+    # torch's CPU threads per process; auto: $OMP_NUM_THREADS when set, else this machine's cores / the processes on it
+    threads: int | Literal["auto"] = field(default="auto", metadata=_check(ge=1))
 
 
 @dataclass

@@ -74,6 +74,7 @@ def make_trainer(method, dataset, cfg: RunConfig, out: Path, *, steps: int | Non
         method, dataset, out_dir=out, steps=t.steps if steps is None else steps, lr=t.lr, d_lr=t.d_lr, betas=tuple(t.betas), batch_size=cfg.data.batch_size,
         ema=t.ema, grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
         sample_every=t.sample_every, seed=t.seed, workers=cfg.data.workers, lr_schedule=t.lr_schedule,
+        mixed_precision=t.mixed_precision, grad_accum=t.grad_accum, compile=t.compile, channels_last=t.channels_last, threads=t.threads,
     )
 
 
@@ -247,4 +248,5 @@ def write_metrics(out: Path, metrics: dict) -> None:
 def train_record(trained) -> dict:
     """metrics.json's train block: seconds summed over every segment (each resume adds one), with the segments listed."""
     return {"seconds": round(trained.total_seconds, 1), "steps": trained.step, "resumed_from": trained.resumed_from,
-            "processes": trained.processes, "segments": [{**s, "seconds": round(s["seconds"], 1)} for s in trained.segments]}
+            "processes": trained.processes, "segments": [{**s, "seconds": round(s["seconds"], 1)} for s in trained.segments],
+            **trained.settings}

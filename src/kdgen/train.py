@@ -6,6 +6,7 @@ calls `method(batch, phase)`, backpropagates `StepOutput.loss` and steps that ph
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -84,6 +85,7 @@ class TrainResult:
     is_main: bool = True  # only the main process saves models and evaluates
     processes: int = 1
     segments: list[dict] = field(default_factory=list)  # every run of the command that trained it: from/to step, seconds, processes
+    settings: dict = field(default_factory=dict)  # mixed precision, grad_accum, compile, channels_last, threads
 
     @property
     def total_seconds(self) -> float:
@@ -97,6 +99,8 @@ class Trainer:
         steps: int, lr: float, d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.999),
         batch_size: int = 64, ema: float = 0.999, grad_clip: float = 1.0, checkpoint_every: int = 250,
         log_every: int = 25, sample_every: int = 250, seed: int = 0, workers: int = 0, lr_schedule: str = "constant",
+        mixed_precision: str = "no", grad_accum: int = 1, compile: bool = False, channels_last: bool = False,
+        threads: int | str = "auto",
     ):
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -104,11 +108,21 @@ class Trainer:
         self.out = Path(out_dir)
         self.steps, self.grad_clip, self.ema_decay, self.seed = steps, grad_clip, ema, seed
         self.checkpoint_every, self.log_every, self.sample_every = checkpoint_every, log_every, sample_every
+        self.grad_accum = int(grad_accum)
+        self.threads = set_threads(threads)
+        if mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise KdgenError("train.mixed_precision=fp16 needs a GPU (its loss scaling is CUDA's); use bf16 on a CPU, or no")
+        _allow_another_precision(mixed_precision)
         self.acc = Accelerator(
             cpu=not torch.cuda.is_available(),  # without it, torchrun's CPU processes each run alone (no gloo group)
+            mixed_precision=mixed_precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e shuffles with seed + e
+            # epoch e shuffles with train.seed + e, the same order on every process (unset, each rank would seed its own)
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
         )
+        self.settings = {"mixed_precision": mixed_precision, "grad_accum": self.grad_accum, "compile": bool(compile),
+                         "channels_last": bool(channels_last), "threads": self.threads}
+        speed_up(method, compile=compile, channels_last=channels_last)
         self._seed_rank(0)
         world = self.acc.num_processes
         if len(dataset) < batch_size * world:
@@ -130,6 +144,7 @@ class Trainer:
         self.base_lrs = [[g["lr"] for g in o.param_groups] for o in self.optimizers]
         self.ema = EMA(self._unwrapped.student, ema) if ema > 0 else None
         self._earlier: list[dict] = []  # the segments before this one, from the checkpoint
+        self._resume_samples = 0  # the images drawn before this segment
         self._segment = (0, time.perf_counter())  # (first step, start time) of this one
 
     @property
@@ -152,6 +167,8 @@ class Trainer:
             "ema_updates": self.ema.updates if self.ema else 0,
             "optimizers": [o.state_dict() for o in self.optimizers],
             "segments": self._segments(step),
+            "samples_seen": self._samples_seen(step),  # the data position, in images: a resume continues there at any batch shape
+            "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
         }
         atomic_torch_save(state, self.out / STATE_FILE)
 
@@ -173,11 +190,19 @@ class Trainer:
                 self.ema.updates = int(state.get("ema_updates", state["step"]))
             step = int(state["step"])
             self._earlier = [dict(s) for s in state.get("segments", [])]
+            if self.acc.scaler is not None and state.get("scaler"):
+                self.acc.scaler.load_state_dict(state["scaler"])
+            self._resume_samples = int(state.get("samples_seen", self._samples_seen(step)))
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise KdgenError(f"checkpoint '{path}' does not fit this run ({msg}); resume with the config that wrote it") from None
         self._restore_rng(state, step)
         return step
+
+    def _samples_seen(self, step: int) -> int:
+        """Training images drawn by all processes once `step` steps are done (this segment's batch shape)."""
+        first = self._segment[0]
+        return self._resume_samples + (step - first) * self.grad_accum * self._global_batch()
 
     def _segments(self, step: int) -> list[dict]:
         first, t0 = self._segment
@@ -228,34 +253,38 @@ class Trainer:
         self._segment = (start, time.perf_counter())
         if start >= self.steps:
             return TrainResult(start, 0.0, self._student(), {}, resumed_from=start, is_main=self.acc.is_main_process,
-                               processes=self.acc.num_processes, segments=self._earlier)
+                               processes=self.acc.num_processes, segments=self._earlier, settings=self.settings)
         writer = self._writer()
         bar = tqdm(total=self.steps, initial=start, disable=not self.acc.is_main_process, dynamic_ncols=True, desc="train")
-        batches = self._batches(start)
+        batches = self._batches(self._resume_samples // self._global_batch())
         logs: dict[str, float] = {}
         last_good = start
         t0 = time.perf_counter()
         self.method.train()
         for step in range(start + 1, self.steps + 1):
-            batch = next(batches)
-            # 1. one forward/backward/step per phase (e.g. discriminator, then student)
+            micro = [next(batches) for _ in range(self.grad_accum)]
+            # 1. one optimizer step per phase (e.g. discriminator, then student), over grad_accum batches
             logs = {}
             self._set_lr(step)
             for phase, opt in zip(self.phases, self.optimizers):
-                out = self.method(batch, phase)
-                # 2. a non-finite loss (on any process) stops the run; the last good checkpoint stays
-                if not self._all_finite(out.loss):
-                    bar.close()
-                    kept = (f"the last good checkpoint (step {last_good}) is kept in {self.out / 'state'}" if last_good else
-                            f"no checkpoint was written yet (the first comes at step {min(self.checkpoint_every, self.steps)})")
-                    raise KdgenError(f"the {phase} loss became {out.loss.item()} at step {step} ({_fmt(out.logs)}); {kept}; "
-                                     "lower train.lr or a method weight")
                 opt.zero_grad(set_to_none=True)
-                self.acc.backward(out.loss)
+                for i, batch in enumerate(micro):
+                    last = i == len(micro) - 1
+                    with contextlib.nullcontext() if last else self.acc.no_sync(self.method):  # all-reduce once, at the last
+                        out = self.method(batch, phase)
+                        # 2. a non-finite loss (on any process) stops the run; the last good checkpoint stays
+                        if not self._all_finite(out.loss):
+                            bar.close()
+                            kept = (f"the last good checkpoint (step {last_good}) is kept in {self.out / 'state'}" if last_good else
+                                    f"no checkpoint was written yet (the first comes at step {min(self.checkpoint_every, self.steps)})")
+                            raise KdgenError(f"the {phase} loss became {out.loss.item()} at step {step} ({_fmt(out.logs)}); {kept}; "
+                                             "lower train.lr or a method weight")
+                        self.acc.backward(out.loss if len(micro) == 1 else out.loss / len(micro))
+                    for k, v in out.logs.items():
+                        logs[k] = logs.get(k, 0.0) + v / len(micro)
                 if self.grad_clip > 0:
                     self.acc.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.grad_clip)
                 opt.step()
-                logs.update(out.logs)
             # 3. EMA, logs, samples, checkpoints
             if self.ema:
                 self.ema.update(self._unwrapped.student)
@@ -275,8 +304,19 @@ class Trainer:
         if writer:
             writer.close()
         self.acc.wait_for_everyone()
+        if self.acc.num_processes > 1:
+            self.settings["ranks_max_abs_diff"] = self._rank_divergence()
         return TrainResult(self.steps, time.perf_counter() - t0, self._student(), logs, resumed_from=start,
-                           is_main=self.acc.is_main_process, processes=self.acc.num_processes, segments=self._segments(self.steps))
+                           is_main=self.acc.is_main_process, processes=self.acc.num_processes, segments=self._segments(self.steps), settings=self.settings)
+
+    def _rank_divergence(self) -> float:
+        """The largest difference between any two processes' student parameters (0.0: the ranks agree, as DDP promises);
+        gathered one tensor at a time, so it needs processes x the largest tensor of memory, not the whole model."""
+        worst = 0.0
+        for p in self._unwrapped.student.parameters():
+            every = self.acc.gather(p.detach().reshape(1, -1))
+            worst = max(worst, float((every - every[:1]).abs().max().item()))
+        return worst
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         ok = torch.isfinite(loss.detach()).float().reshape(1)
@@ -286,6 +326,9 @@ class Trainer:
 
     def _student(self) -> nn.Module:
         return (self.ema.module if self.ema else self._unwrapped.student).eval()
+
+    def _global_batch(self) -> int:
+        return self.loader.total_batch_size if hasattr(self.loader, "total_batch_size") else self.loader.batch_size
 
     def _batches(self, start: int):
         per_epoch = len(self.loader)
@@ -310,6 +353,47 @@ class Trainer:
         images = self._unwrapped.preview(16, module=self._student())
         if images is not None:
             writer.add_image("samples/student", make_grid(images.float().cpu() * 0.5 + 0.5, nrow=4), step)
+
+
+def _allow_another_precision(mixed_precision: str) -> None:
+    """accelerate keeps one AcceleratorState per process; a second run in the same process (the Python API, a benchmark)
+    with another train.mixed_precision needs it cleared. The process group (PartialState) is kept."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def set_threads(threads: int | str) -> int:
+    """torch's intra-op CPU threads for this process: a number, or auto ($OMP_NUM_THREADS when set, else the cores this
+    process may use over the processes on this machine). Two threads on a core another job is using ran 10-15x slower
+    than one (docs/FIELD-NOTES.md), so under torchrun each process gets its share, never every core."""
+    if threads == "auto":
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        if env.isdigit() and int(env) > 0:
+            threads = int(env)
+        else:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            threads = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    threads = int(threads)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def speed_up(method: nn.Module, *, compile: bool, channels_last: bool) -> None:
+    """channels_last for every network of the method, and torch.compile for its student and teacher (a diffusion
+    model's UNet), in place: parameter names and state dicts stay as they are, so checkpoints and saved models do not change."""
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    if compile:
+        for name in ("student", "teacher"):
+            net = getattr(method, name, None)
+            net = getattr(net, "module", net)  # the teacher sits in a Frozen wrapper
+            net = getattr(net, "unet", net)
+            if isinstance(net, nn.Module):
+                net.compile()
 
 
 def _fmt(logs: dict[str, float]) -> str:
