@@ -45,6 +45,10 @@ class DataConfig:
     transfer: str | None = None  # classifier distillation: a generator (folder or builtin:NAME) whose samples, unlabelled, join every batch
     transfer_images: int | None = field(default=None, metadata=_check(gt=0))  # size of that pool, drawn once before training; None: 20000
     transfer_batch: int | None = field(default=None, metadata=_check(gt=0))  # pool images per batch; None: data.batch_size
+    # generator distillation: (z, teacher image[, features]) pairs drawn once and read instead of running the teacher
+    # (TinyGAN-style); null: the teacher runs live on fresh noise; auto: ~/.cache/kdgen/teacher-cache; or a folder
+    teacher_cache: str | None = None
+    teacher_cache_size: int = field(default=10000, metadata=_check(gt=0))  # pairs in that cache
 
 
 @dataclass
@@ -221,6 +225,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise bad
+        key_type = (typing.get_args(tp) or (str,))[0]
+        if key_type is str and (odd := [k for k in value if not isinstance(k, str)]):
+            raise KdgenError(f"config key '{key}' has the entry {odd[0]!r}, which is not a name; name every entry with text")
         return dict(value)
     if tp is Any:
         return value
@@ -299,6 +306,40 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+class _UnreadableYaml(Exception):
+    """YAML that parses but cannot be a config value: a bad explicit tag, nesting too deep, a value that contains itself."""
+
+
+MAX_DEPTH = 64  # no recipe nests deeper than a handful of levels
+
+
+def _load_yaml(text: str) -> Any:
+    """yaml.safe_load, with what PyYAML's constructors raise on bad tags (`!!int x`) or deep nesting turned into one
+    exception, and a self-referencing alias (`&a {x: *a}`) refused before anything walks it."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise
+    except RecursionError:
+        raise _UnreadableYaml("nests too deep to read") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise _UnreadableYaml(f"holds a YAML value that cannot be read ({type(e).__name__}: {str(e)[:80]})") from None
+    _check_nesting(value, set(), 0)
+    return value
+
+
+def _check_nesting(value: Any, seen: set[int], depth: int) -> None:
+    if not isinstance(value, (dict, list)):
+        return
+    if id(value) in seen:
+        raise _UnreadableYaml("holds a value that contains itself (a YAML alias inside its own anchor)")
+    if depth > MAX_DEPTH:
+        raise _UnreadableYaml(f"nests deeper than {MAX_DEPTH} levels")
+    seen = seen | {id(value)}
+    for v in (value.values() if isinstance(value, dict) else value):
+        _check_nesting(v, seen, depth + 1)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` strings (values parsed as YAML) to a nested dict."""
     for item in overrides:
@@ -306,9 +347,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise KdgenError(f"override '{item}' is not of the form key=value (e.g. train.steps=200)")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = _load_yaml(text) if text != "" else ""
         except yaml.YAMLError:
             value = text
+        except _UnreadableYaml as e:
+            raise KdgenError(f"the override of '{key.strip()}' {e}; write the value plainly (e.g. train.steps=200)") from None
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -329,11 +372,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise KdgenError(f"'{p}' is a folder, not a YAML recipe; give a file such as configs/gan/mnist5k-demo.yaml")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = _load_yaml(p.read_text())
     except UnicodeDecodeError:
         raise KdgenError(f"config file '{p}' is not UTF-8 text; give a YAML recipe") from None
     except yaml.YAMLError as e:
         raise KdgenError(f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+    except _UnreadableYaml as e:
+        raise KdgenError(f"config file '{p}' {e}; write its values plainly") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -395,6 +440,8 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.student.class_ is not None and cfg.student.family is not None:
         raise KdgenError("student.class and student.family both name the student's architecture; keep one")
     d = cfg.data
+    if d.teacher_cache is not None and cfg.task != "distill":
+        raise KdgenError(f"data.teacher_cache holds a teacher's outputs for `kdgen distill`; `{cfg.task}` has no teacher - remove it")
     if d.transfer is None and (d.transfer_images is not None or d.transfer_batch is not None):
         raise KdgenError("data.transfer_images and data.transfer_batch size a generated transfer set, and data.transfer names none; "
                          "set data.transfer (e.g. builtin:gan-mnist5k) or remove them")

@@ -135,6 +135,9 @@ def _refuse_keys_of_other_kinds(cfg: RunConfig, kind: str) -> None:
     s = cfg.student
     if kind != "classifier" and cfg.data.transfer is not None:
         raise KdgenError("data.transfer grows the transfer set of a classifier distillation; this teacher makes images - remove data.transfer")
+    if kind != "generator" and cfg.data.teacher_cache is not None:
+        raise KdgenError(f"data.teacher_cache caches a GAN generator's (noise, image) pairs; this teacher is a {kind} - remove "
+                         "data.teacher_cache (methods.onestep caches a diffusion teacher's trajectories by itself)")
     if kind != "classifier" and s.family is not None:
         raise KdgenError("student.family names a kdgen classifier family; for a generator give student.class or student.width")
     if kind != "diffusion" and (s.layers_per_block is not None or not s.attention or cfg.teacher.steps is not None):
@@ -189,7 +192,14 @@ def plan_generator(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.z_shape)
     space = feature_path(cfg.eval.features, data=cfg.data.name, channels=face.channels) if cfg.eval.enabled else None
     caveats = measurement_caveats(cfg.methods, space) if space else []
-    return Plan(method, dataset, functools.partial(evaluate_pair, caveats=caveats), lambda m, folder: save_any(m, folder))
+    record = None
+    if cfg.data.teacher_cache is not None:
+        from .cache import WithPairs, generator_cache
+
+        pairs = generator_cache(teacher, setting=cfg.data.teacher_cache, count=cfg.data.teacher_cache_size, z_shape=face.z_shape,
+                                layers=method.teacher_layers, seed=cfg.train.seed)
+        dataset, record = WithPairs(dataset, pairs), (lambda: {"teacher_cache": pairs.record()})
+    return Plan(method, dataset, functools.partial(evaluate_pair, caveats=caveats), lambda m, folder: save_any(m, folder), record)
 
 
 # --------------------------------------------------------------------------- classifiers

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,7 @@ import yaml
 
 from kdgen.config import RunConfig, load_config
 from kdgen.errors import KdgenError
+from kdgen.runs import task_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +87,20 @@ def test_non_utf8_recipe_folder_recipe_and_duplicate_seeds(tmp_path):
 
 def test_scientific_notation_is_a_float():
     assert load_config(None, ["train.lr=1e-4"]).train.lr == 1e-4
+
+
+@pytest.mark.parametrize("override, sentence", [
+    ("data=!!int x", "the override of 'data' holds a YAML value that cannot be read"),
+    ("train.steps=" + "[" * 1500 + "]" * 1500, "the override of 'train.steps' nests too deep"),
+    ("train.steps=" + "[" * 80 + "]" * 80, "nests deeper than 64 levels"),
+    ("model.args=&a {x: *a}", "holds a value that contains itself"),
+    ("methods={1: {}}", "config key 'methods' has the entry 1, which is not a name"),
+])
+def test_yaml_that_parses_but_cannot_be_a_value_is_a_sentence(override, sentence, tmp_path):
+    """Found by tests/unit/test_fuzz.py: each of these escaped as a ValueError, RecursionError or TypeError traceback."""
+    with pytest.raises(KdgenError, match=re.escape(sentence)):
+        task_config(None, [override], "distill")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(override.replace("=", ": ", 1) if not override.startswith("train.") else f"train: {{steps: {override.split('=', 1)[1]}}}")
+    with pytest.raises(KdgenError):
+        task_config(recipe, [], "distill")

@@ -36,6 +36,7 @@ class GeneratorDistiller(DistillationMethod):
         self._student_layers = sorted({n for t in terms.values() for n in t.student_layers})
         self._teacher_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
         self._uses_teacher = any(t.needs_teacher for t in terms.values())
+        self.teacher_layers = self._teacher_layers  # what a teacher cache must hold
         self._preview_z = torch.randn(16, *self.z_shape, generator=torch.Generator().manual_seed(1234))
 
     def trainable(self, phase: str) -> Iterable[nn.Parameter]:
@@ -46,12 +47,16 @@ class GeneratorDistiller(DistillationMethod):
 
     def forward(self, batch: dict, phase: str) -> StepOutput:
         real = batch["image"]
-        z = torch.randn(real.shape[0], *self.z_shape, device=real.device)
+        cached = "teacher_image" in batch  # pairs from a teacher cache (kdgen.cache): the teacher does not run
+        z = batch["z"] if cached and phase == "student" else torch.randn(real.shape[0], *self.z_shape, device=real.device)
         if phase == "discriminator":
             return self._discriminator_step(real, z)
         b = GenBatch(z=z, real=real)
-        # 1. teacher targets (frozen, no grad), with its taps
-        if self.teacher is not None and self._uses_teacher:
+        # 1. teacher targets (frozen, no grad), with its taps - or the cached ones
+        if cached:
+            b.teacher_images = batch["teacher_image"]
+            b.teacher_feats = {n: batch[f"teacher_feat.{n}"] for n in self._teacher_layers}
+        elif self.teacher is not None and self._uses_teacher:
             with FeatureTaps(self.teacher.module, self._teacher_layers, role="teacher") as taps:
                 b.teacher_images = self.teacher(z)
             b.teacher_feats = taps.outputs

@@ -1,0 +1,166 @@
+"""A teacher-output cache for generator distillation (TinyGAN-style pairs).
+
+TinyGAN (Chang & Lu, 2020) distils BigGAN from a fixed set of (noise, teacher image) pairs generated once, so the
+teacher never runs during training. kdgen writes such pairs (with the teacher's tapped features when a feature term
+needs them) once, in safetensors shards of PART pairs, each with its sha256 beside it:
+
+    CACHE/KEY/manifest.json            what the pairs are: teacher fingerprint, z shape, count, seed, layers
+    CACHE/KEY/part-0000.safetensors    z [PART, *z_shape], image [PART, C, H, W], feat.LAYER ...
+
+KEY is the sha256 of everything that decides the pairs (the teacher's weights among them), so runs of the same teacher
+share one cache, a changed teacher gets a new one, and a killed write resumes at the first missing shard. Under several
+processes, rank r draws the shards r, r + world, ... and every rank waits until all are there.
+
+`data.teacher_cache`: null (the teacher runs live), `auto` (~/.cache/kdgen/teacher-cache) or a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import KdgenError
+from .io import atomic_write_bytes, atomic_write_text, ensure_dir, verify_checksum
+
+PART = 256  # pairs per shard
+VERSION = 1  # of the cache's layout and of how pairs are drawn; part of the key
+DEFAULT_ROOT = "~/.cache/kdgen/teacher-cache"
+log = logging.getLogger("kdgen")
+
+
+def fingerprint(module: nn.Module) -> str:
+    """sha256 of a module's class and every tensor of its state dict: the same weights give the same cache."""
+    h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_folder(setting: str, spec: dict) -> Path:
+    root = Path(DEFAULT_ROOT if setting == "auto" else setting).expanduser()
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    return ensure_dir(root / key, what="the teacher cache folder (data.teacher_cache)")
+
+
+def _latents(part: int, seed: int, z_shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(PART, *z_shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + part))
+
+
+@torch.no_grad()
+def generator_cache(teacher: nn.Module, *, setting: str, count: int, z_shape: tuple[int, ...], layers: list[str],
+                    seed: int, wait_seconds: float = 3600.0) -> "TeacherPairs":
+    """The cache of `count` (z, teacher image[, features]) pairs for `teacher`: written where missing, then read whole."""
+    from .taps import FeatureTaps
+
+    spec = {"version": VERSION, "teacher": fingerprint(teacher), "z_shape": list(z_shape), "count": int(count),
+            "seed": int(seed), "layers": sorted(layers), "part": PART}
+    folder = cache_folder(setting, spec)
+    parts = math.ceil(count / PART)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() else torch.device("cpu")
+    was = next(teacher.parameters()).device
+    teacher.to(device)
+    made, t0 = 0, time.perf_counter()
+    try:
+        for i in range(rank, parts, world):
+            f = folder / f"part-{i:04d}.safetensors"
+            if _intact(f):
+                continue
+            from safetensors.torch import save
+
+            z = _latents(i, seed, z_shape)
+            with FeatureTaps(teacher, sorted(layers), role="teacher") as taps:
+                image = teacher(z.to(device))
+            shard = {"z": z, "image": image.float().cpu()}
+            for name, out in taps.outputs.items():
+                shard[f"feat.{name}"] = (out[0] if isinstance(out, (tuple, list)) else out).float().cpu()
+            atomic_write_bytes(f, save({k: v.contiguous() for k, v in shard.items()}), checksum=True)
+            made += 1
+    finally:
+        teacher.to(was)
+    if rank == 0:
+        atomic_write_text(folder / "manifest.json", json.dumps(spec, indent=2) + "\n")
+    _wait_for(folder, parts, wait_seconds)
+    seconds = time.perf_counter() - t0
+    if made:
+        log.info("teacher cache: drew %d of %d shards into %s in %.1f s", made, parts, folder, seconds)
+    return TeacherPairs(folder, parts, count, made=made, seconds=seconds)
+
+
+def _intact(f: Path) -> bool:
+    if not f.is_file():
+        return False
+    try:
+        verify_checksum(f)
+    except KdgenError as e:
+        log.warning("%s; drawing that shard again", e)
+        f.unlink()
+        return False
+    return True
+
+
+def _wait_for(folder: Path, parts: int, wait_seconds: float) -> None:
+    """Every shard written (by this process or the others); a rank that never writes its share is a sentence, not a hang."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        missing = [i for i in range(parts) if not (folder / f"part-{i:04d}.safetensors.sha256").is_file()]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KdgenError(f"the teacher cache in '{folder}' still lacks {len(missing)} shard(s) (e.g. part-{missing[0]:04d}) "
+                             f"after {wait_seconds:.0f} s; another process must have stopped - rerun to finish it")
+        time.sleep(0.5)
+
+
+class TeacherPairs(torch.utils.data.Dataset):
+    """The cached pairs, read whole into memory; item i: {"z", "teacher_image", "teacher_feat.LAYER" ...}."""
+
+    def __init__(self, folder: Path, parts: int, count: int, *, made: int = 0, seconds: float = 0.0):
+        from safetensors.torch import load_file
+
+        shards = []
+        for i in range(parts):
+            f = folder / f"part-{i:04d}.safetensors"
+            verify_checksum(f)
+            shards.append(load_file(str(f)))
+        self.tensors = {k: torch.cat([s[k] for s in shards])[:count] for k in shards[0]}
+        self.folder, self.count, self.made, self.seconds = folder, count, made, seconds
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {("teacher_" + k if k != "z" else k): v[i] for k, v in self.tensors.items()}
+
+    @property
+    def bytes_per_pair(self) -> int:
+        return sum(v[0].numel() * v.element_size() for v in self.tensors.values())
+
+    def record(self) -> dict:
+        return {"folder": str(self.folder), "pairs": self.count, "bytes_per_pair": self.bytes_per_pair,
+                "shards_drawn_now": self.made, "seconds": round(self.seconds, 1)}
+
+
+class WithPairs(torch.utils.data.Dataset):
+    """The training images, each with one cached pair: item i is image i (mod the images) and pair i (mod the pairs),
+    for an epoch as long as the longer of the two."""
+
+    def __init__(self, images: torch.utils.data.Dataset, pairs: TeacherPairs):
+        self.images, self.pairs = images, pairs
+
+    def __len__(self) -> int:
+        return max(len(self.images), len(self.pairs))
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.images[i % len(self.images)]
+        return {**(item if isinstance(item, dict) else {"image": item}), **self.pairs[i % len(self.pairs)]}
