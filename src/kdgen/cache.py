@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .errors import KdgenError
-from .io import atomic_write_bytes, atomic_write_text, ensure_dir, verify_checksum
+from .io import atomic_write_bytes, atomic_write_text, checksum_path, ensure_dir, verify_checksum
 
 PART = 256  # pairs per shard
 VERSION = 1  # of the cache's layout and of how pairs are drawn; part of the key
@@ -65,36 +65,46 @@ def generator_cache(teacher: nn.Module, *, setting: str, count: int, z_shape: tu
     spec = {"version": VERSION, "teacher": fingerprint(teacher), "z_shape": list(z_shape), "count": int(count),
             "seed": int(seed), "layers": sorted(layers), "part": PART}
     folder = cache_folder(setting, spec)
-    parts = math.ceil(count / PART)
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() else torch.device("cpu")
+
+    def shard(i: int) -> dict[str, torch.Tensor]:
+        z = _latents(i, seed, z_shape)
+        with FeatureTaps(teacher, sorted(layers), role="teacher") as taps:
+            image = teacher(z.to(device))
+        out = {"z": z, "image": image.float().cpu()}
+        for name, t in taps.outputs.items():
+            out[f"feat.{name}"] = (t[0] if isinstance(t, (tuple, list)) else t).float().cpu()
+        return out
+
     was = next(teacher.parameters()).device
     teacher.to(device)
-    made, t0 = 0, time.perf_counter()
     try:
-        for i in range(rank, parts, world):
-            f = folder / f"part-{i:04d}.safetensors"
-            if _intact(f):
-                continue
-            from safetensors.torch import save
-
-            z = _latents(i, seed, z_shape)
-            with FeatureTaps(teacher, sorted(layers), role="teacher") as taps:
-                image = teacher(z.to(device))
-            shard = {"z": z, "image": image.float().cpu()}
-            for name, out in taps.outputs.items():
-                shard[f"feat.{name}"] = (out[0] if isinstance(out, (tuple, list)) else out).float().cpu()
-            atomic_write_bytes(f, save({k: v.contiguous() for k, v in shard.items()}), checksum=True)
-            made += 1
+        names, made, seconds = draw_shards(folder, spec, math.ceil(count / PART), shard, wait_seconds=wait_seconds)
     finally:
         teacher.to(was)
+    return TeacherPairs(folder, names, count, made=made, seconds=seconds)
+
+
+def draw_shards(folder: Path, spec: dict, parts: int, make, *, prefix: str = "part", wait_seconds: float = 3600.0) -> tuple[list[Path], int, float]:
+    """Write the shards `make(i)` of a cache that are missing or damaged (this process's share: i = rank, rank + world,
+    ...), each with its sha256, then wait until every process has written its share. Returns (the shard files, how many
+    this process drew, seconds)."""
+    from safetensors.torch import save
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    names = [folder / f"{prefix}-{i:04d}.safetensors" for i in range(parts)]
+    made, t0 = 0, time.perf_counter()
+    for i in range(rank, parts, world):
+        if not _intact(names[i]):
+            atomic_write_bytes(names[i], save({k: v.contiguous() for k, v in make(i).items()}), checksum=True)
+            made += 1
     if rank == 0:
         atomic_write_text(folder / "manifest.json", json.dumps(spec, indent=2) + "\n")
-    _wait_for(folder, parts, wait_seconds)
+    _wait_for(names, wait_seconds)
     seconds = time.perf_counter() - t0
     if made:
         log.info("teacher cache: drew %d of %d shards into %s in %.1f s", made, parts, folder, seconds)
-    return TeacherPairs(folder, parts, count, made=made, seconds=seconds)
+    return names, made, seconds
 
 
 def _intact(f: Path) -> bool:
@@ -109,31 +119,35 @@ def _intact(f: Path) -> bool:
     return True
 
 
-def _wait_for(folder: Path, parts: int, wait_seconds: float) -> None:
+def _wait_for(names: list[Path], wait_seconds: float) -> None:
     """Every shard written (by this process or the others); a rank that never writes its share is a sentence, not a hang."""
     deadline = time.monotonic() + wait_seconds
     while True:
-        missing = [i for i in range(parts) if not (folder / f"part-{i:04d}.safetensors.sha256").is_file()]
+        missing = [f for f in names if not checksum_path(f).is_file()]
         if not missing:
             return
         if time.monotonic() > deadline:
-            raise KdgenError(f"the teacher cache in '{folder}' still lacks {len(missing)} shard(s) (e.g. part-{missing[0]:04d}) "
+            raise KdgenError(f"the teacher cache in '{missing[0].parent}' still lacks {len(missing)} shard(s) (e.g. {missing[0].name}) "
                              f"after {wait_seconds:.0f} s; another process must have stopped - rerun to finish it")
         time.sleep(0.5)
+
+
+def read_shards(names: list[Path], count: int) -> dict[str, torch.Tensor]:
+    """The shards' tensors, checked against their sha256 and joined along the first dimension, cut to `count`."""
+    from safetensors.torch import load_file
+
+    shards = []
+    for f in names:
+        verify_checksum(f)
+        shards.append(load_file(str(f)))
+    return {k: torch.cat([s[k] for s in shards])[:count] for k in shards[0]}
 
 
 class TeacherPairs(torch.utils.data.Dataset):
     """The cached pairs, read whole into memory; item i: {"z", "teacher_image", "teacher_feat.LAYER" ...}."""
 
-    def __init__(self, folder: Path, parts: int, count: int, *, made: int = 0, seconds: float = 0.0):
-        from safetensors.torch import load_file
-
-        shards = []
-        for i in range(parts):
-            f = folder / f"part-{i:04d}.safetensors"
-            verify_checksum(f)
-            shards.append(load_file(str(f)))
-        self.tensors = {k: torch.cat([s[k] for s in shards])[:count] for k in shards[0]}
+    def __init__(self, folder: Path, names: list[Path], count: int, *, made: int = 0, seconds: float = 0.0):
+        self.tensors = read_shards(names, count)
         self.folder, self.count, self.made, self.seconds = folder, count, made, seconds
 
     def __len__(self) -> int:

@@ -135,9 +135,9 @@ def _refuse_keys_of_other_kinds(cfg: RunConfig, kind: str) -> None:
     s = cfg.student
     if kind != "classifier" and cfg.data.transfer is not None:
         raise KdgenError("data.transfer grows the transfer set of a classifier distillation; this teacher makes images - remove data.transfer")
-    if kind != "generator" and cfg.data.teacher_cache is not None:
-        raise KdgenError(f"data.teacher_cache caches a GAN generator's (noise, image) pairs; this teacher is a {kind} - remove "
-                         "data.teacher_cache (methods.onestep caches a diffusion teacher's trajectories by itself)")
+    if cfg.data.teacher_cache is not None and not (kind == "generator" or (kind == "diffusion" and "onestep" in cfg.methods)):
+        raise KdgenError(f"data.teacher_cache holds a GAN generator's (noise, image) pairs or methods.onestep's diffusion "
+                         f"trajectories; this run (a {kind} teacher, methods {', '.join(cfg.methods)}) has neither - remove it")
     if kind != "classifier" and s.family is not None:
         raise KdgenError("student.family names a kdgen classifier family; for a generator give student.class or student.width")
     if kind != "diffusion" and (s.layers_per_block is not None or not s.attention or cfg.teacher.steps is not None):
@@ -371,6 +371,7 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: 
                            "seconds": round(earlier, 1)})
         else:
             method = METHODS.get(name)(opts[name], student=student, teacher=round_teacher, round=rnd)
+            method.cache_root = cfg.data.teacher_cache
             data = method.prepare_data(dataset, folder)
             trainer = make_trainer(method, data, cfg, folder, steps=rnd.train_steps)
             trained = trainer.fit(resume=resume and (folder / "state" / "last.pt").is_file())

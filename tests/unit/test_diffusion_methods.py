@@ -80,6 +80,14 @@ def test_onestep_lowers_its_loss_and_writes_a_resumable_cache(tmp_path):
     again = m.prepare_data(None, tmp_path)
     assert parts[0].stat().st_mtime_ns == stamps[0] and parts[1].is_file()
     assert torch.equal(again[5]["image"], data[5]["image"]) and torch.equal(again[290]["noise"], data[290]["noise"])
+    # data.teacher_cache: a folder shared by runs of this teacher - a second method (another run) draws nothing
+    shared = method_for("onestep", teacher, teacher_steps=4, cache_size=300)
+    shared.cache_root = str(tmp_path / "shared")
+    assert torch.equal(shared.prepare_data(None, tmp_path / "run1")[7]["image"], data[7]["image"]) and shared.cache_made == 2
+    other = method_for("onestep", teacher, teacher_steps=4, cache_size=300)
+    other.cache_root = str(tmp_path / "shared")
+    other.prepare_data(None, tmp_path / "run2")
+    assert other.cache_made == 0 and other.cache_folder == shared.cache_folder and not (tmp_path / "run2" / "cache").exists()
     # the cached targets are the teacher's 4-step DDIM images of the cached noise
     z = torch.stack([data[i]["noise"] for i in range(3)])
     want = DiffusionSampler(teacher, steps=4).sample(3, seed=0, latents=z)

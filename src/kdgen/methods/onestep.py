@@ -10,8 +10,8 @@ one network call: x^ = x_0(student(z, T-1)), L = ||x^ - DDIM_teacher(z)||. The s
 
 from __future__ import annotations
 
-import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,8 +24,6 @@ from ..errors import KdgenError
 from ..sampling import DiffusionSampler
 from .diffusion_base import PREDICTION_CHOICE, DiffusionMethod, Round, distance, step_output
 from .registry import METHODS
-
-log = logging.getLogger("kdgen")
 
 PART = 256  # cached pairs per file
 
@@ -49,43 +47,33 @@ class OneStep(DiffusionMethod):
             raise KdgenError(f"methods.onestep.teacher_steps={options.teacher_steps} exceeds the teacher's {teacher.num_train_timesteps} timesteps")
         return [Round("steps-1", teacher_steps=options.teacher_steps, student_steps=1)]
 
+    cache_root: str | None = None  # data.teacher_cache: a cache shared by runs of this teacher; None: RUN/rounds/steps-1/cache
+
     def prepare_data(self, dataset, folder: Path):
-        """Write (or finish) the cache of teacher trajectories and train on it instead of the real images."""
-        from safetensors.torch import load_file, save
+        """Write (or finish) the cache of teacher trajectories and train on it instead of the real images. Under several
+        processes each draws its share of the parts (kdgen.cache.draw_shards); a damaged part is drawn again."""
+        from ..cache import cache_folder, draw_shards, fingerprint, read_shards
 
-        from ..io import atomic_write_bytes, verify_checksum
-
-        cache = folder / "cache"
         teacher = self.teacher.module
+        steps, n = self.options.teacher_steps, self.options.cache_size
+        spec = {"kind": "diffusion trajectories", "version": 1, "teacher": fingerprint(teacher), "teacher_steps": steps,
+                "count": n, "part": PART, "seeds": "10000 + part"}
+        cache = folder / "cache" if self.cache_root is None else cache_folder(self.cache_root, spec)
         if torch.cuda.is_available():  # the trainer has not moved anything yet: sample the cache on the GPU
-            teacher.to("cuda")
-        sampler = DiffusionSampler(teacher, steps=self.options.teacher_steps, batch_size=PART)
-        parts = math.ceil(self.options.cache_size / PART)
-        noises, images, labels = [], [], []
-        for i in range(parts):
-            f = cache / f"part-{i:04d}-steps{self.options.teacher_steps}.safetensors"
-            try:
-                if f.is_file():
-                    verify_checksum(f)
-            except KdgenError as e:
-                log.warning("%s; drawing that part again", e)
-                f.unlink()
-            if not f.is_file():
-                seed = 10_000 + i  # disjoint from evaluation seeds
-                z = sampler.latents(PART, seed)
-                y = teacher.default_labels(PART)
-                x = sampler.sample(PART, seed, cond=y, latents=z)
-                part = {"noise": z, "image": x}
-                if y is not None:
-                    part["label"] = y
-                atomic_write_bytes(f, save(part), checksum=True)
-            part = load_file(str(f))
-            noises.append(part["noise"]), images.append(part["image"])
-            if "label" in part:
-                labels.append(part["label"])
-        n = self.options.cache_size
-        data = _PairDataset(torch.cat(noises)[:n], torch.cat(images)[:n], torch.cat(labels)[:n] if labels else None)
-        return data
+            teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        sampler = DiffusionSampler(teacher, steps=steps, batch_size=PART)
+
+        def part(i: int) -> dict[str, torch.Tensor]:
+            seed = 10_000 + i  # disjoint from evaluation seeds
+            z = sampler.latents(PART, seed)
+            y = teacher.default_labels(PART)
+            x = sampler.sample(PART, seed, cond=y, latents=z)
+            return {"noise": z, "image": x, **({"label": y} if y is not None else {})}
+
+        names, self.cache_made, _ = draw_shards(cache, spec, math.ceil(n / PART), part, prefix=f"part-steps{steps}")
+        self.cache_folder = cache
+        t = read_shards(names, n)
+        return _PairDataset(t["noise"], t["image"], t.get("label"))
 
     def distill_step(self, batch: dict, phase: str):
         z, target = batch["noise"], batch["image"]
