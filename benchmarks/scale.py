@@ -123,7 +123,7 @@ def part_resume(out: Path, quick: bool) -> tuple[str, dict]:
 
 
 def part_cache(out: Path, quick: bool) -> tuple[str, dict]:
-    steps, pairs = (20, 512) if quick else (300, 10000)
+    steps, pairs = (20, 512) if quick else (300, 4096)
     base = ["distill", "configs/gan/mnist5k-demo.yaml", f"train.steps={steps}", "train.checkpoint_every=100000", *QUIET, "--overwrite"]
     cache = out / "teacher-cache"
     if cache.exists():

@@ -31,7 +31,7 @@ from .errors import KdgenError
 from .io import atomic_write_bytes, atomic_write_text, checksum_path, ensure_dir, verify_checksum
 
 PART = 256  # pairs per shard
-VERSION = 1  # of the cache's layout and of how pairs are drawn; part of the key
+VERSION = 2  # of the cache's layout and of how pairs are drawn; part of the key (2: features in fp16)
 DEFAULT_ROOT = "~/.cache/kdgen/teacher-cache"
 log = logging.getLogger("kdgen")
 
@@ -73,7 +73,7 @@ def generator_cache(teacher: nn.Module, *, setting: str, count: int, z_shape: tu
             image = teacher(z.to(device))
         out = {"z": z, "image": image.float().cpu()}
         for name, t in taps.outputs.items():
-            out[f"feat.{name}"] = (t[0] if isinstance(t, (tuple, list)) else t).float().cpu()
+            out[f"feat.{name}"] = (t[0] if isinstance(t, (tuple, list)) else t).half().cpu()  # fp16: half the bytes of a feature target
         return out
 
     was = next(teacher.parameters()).device
@@ -154,7 +154,7 @@ class TeacherPairs(torch.utils.data.Dataset):
         return self.count
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {("teacher_" + k if k != "z" else k): v[i] for k, v in self.tensors.items()}
+        return {("teacher_" + k if k != "z" else k): v[i].float() for k, v in self.tensors.items()}
 
     @property
     def bytes_per_pair(self) -> int:

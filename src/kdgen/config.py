@@ -48,7 +48,7 @@ class DataConfig:
     # generator distillation: (z, teacher image[, features]) pairs drawn once and read instead of running the teacher
     # (TinyGAN-style); null: the teacher runs live on fresh noise; auto: ~/.cache/kdgen/teacher-cache; or a folder
     teacher_cache: str | None = None
-    teacher_cache_size: int = field(default=10000, metadata=_check(gt=0))  # pairs in that cache
+    teacher_cache_size: int = field(default=4096, metadata=_check(gt=0))  # pairs in that cache
 
 
 @dataclass
@@ -198,6 +198,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     bad = KdgenError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}; fix the recipe or override")
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans: the option of that name
+            value = next((a for a in typing.get_args(tp) if str(a).lower() in (("yes", "on", "true") if value else ("no", "off", "false"))), value)
         if value not in typing.get_args(tp):
             raise KdgenError(
                 f"config key '{key}' must be one of {', '.join(repr(a) for a in typing.get_args(tp))}, got {value!r}"

@@ -45,7 +45,7 @@ def test_a_cached_teacher_never_runs_during_training_and_the_cache_is_shared(tin
     assert manifest["layers"] == ["blocks.0", "blocks.1", "blocks.2"] and manifest["count"] == 300  # the feature term's taps
     with FeatureTaps(teacher, manifest["layers"]) as taps:
         teacher(torch.zeros(1, 16))
-    assert rec["bytes_per_pair"] == 4 * (16 + 28 * 28 + sum(t.numel() for t in taps.outputs.values()))  # z, image, features (fp32)
+    assert rec["bytes_per_pair"] == 4 * (16 + 28 * 28) + 2 * sum(t.numel() for t in taps.outputs.values())  # z, image fp32; features fp16
     shard = folder / "part-0001.safetensors"
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0x10

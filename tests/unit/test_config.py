@@ -104,3 +104,11 @@ def test_yaml_that_parses_but_cannot_be_a_value_is_a_sentence(override, sentence
     recipe.write_text(override.replace("=", ": ", 1) if not override.startswith("train.") else f"train: {{steps: {override.split('=', 1)[1]}}}")
     with pytest.raises(KdgenError):
         task_config(recipe, [], "distill")
+
+
+def test_yaml_booleans_name_the_option_of_that_name():
+    """YAML 1.1 reads `no` as false: train.mixed_precision=no still means the option 'no'."""
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert load_config(None, ["train.mixed_precision=bf16", "train.grad_accum=2"]).train.grad_accum == 2
+    with pytest.raises(KdgenError, match="'train.mixed_precision' must be one of 'no', 'bf16', 'fp16', got True"):
+        load_config(None, ["train.mixed_precision=yes"])
