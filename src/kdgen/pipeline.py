@@ -359,7 +359,7 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: 
                     "set student.width=1.0 for a same-size student, or add methods.structural", s.width)
     out = prepare_out(cfg, resume)
     is_main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch: only rank 0 writes
-    round_teacher, rounds, seconds = teacher, [], 0.0
+    round_teacher, rounds, seconds, settings = teacher, [], 0.0, {}
     for name, rnd in plan:
         folder = out / "rounds" / rnd.name
         done = folder / "student" / "kdgen.json"
@@ -376,6 +376,7 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: 
             trainer = make_trainer(method, data, cfg, folder, steps=rnd.train_steps)
             trained = trainer.fit(resume=resume and (folder / "state" / "last.pt").is_file())
             trained_student = trained.student  # every process goes on to the next round with it
+            settings = {"processes": trained.processes, **trained.settings}
             if is_main:
                 save_diffusion(trained_student, folder / "student", extra={"round": rnd.name, "method": name, "teacher_steps": rnd.teacher_steps,
                                                                            "train_seconds": round(trained.total_seconds, 3)})
@@ -390,7 +391,7 @@ def _distill_diffusion(cfg: RunConfig, teacher: nn.Module, resume: bool, given: 
         return Result(out)
     final = load_model(out / "rounds" / plan[-1][1].name / "student").to(device_of(teacher))
     save_diffusion(final, out / "student", extra={"methods": order, "rounds": len(plan), "train_seconds": round(seconds, 3)})
-    metrics = {"train": {"seconds": round(seconds, 1), "steps": cfg.train.steps, "rounds": rounds, "student_init": init_counts}}
+    metrics = {"train": {"seconds": round(seconds, 1), "steps": cfg.train.steps, "rounds": rounds, "student_init": init_counts, **settings}}
     if cfg.eval.enabled:
         metrics.update(evaluate_pair(cfg, teacher=teacher, student=final, out=out))
         log_final_metrics(out / "tb", cfg.to_dict(), metrics, cfg.train.steps)
