@@ -13,7 +13,7 @@ from torch import nn
 from .config import RunConfig, load_run_config
 from .data import native_shape, split_info
 from .errors import KdgenError
-from .evaluation import evaluate_classifier_pair, evaluate_model, evaluate_pair, run_dataset
+from .evaluation import evaluate_classifier_pair, evaluate_model, evaluate_pair, image_pairs, run_dataset
 from .faces import face_of
 from .io import ensure_dir, resolve_path
 from .methods import GeneratorDistiller, TermContext
@@ -217,9 +217,12 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
         return _train_diffusion_teacher(cfg, resume)
     if cfg.model.family in CLASSIFIER_FAMILIES:
         return _train_classifier_teacher(cfg, resume)
+    if cfg.model.family in IMAGE_TO_IMAGE_FAMILIES:
+        return _train_image_teacher(cfg, resume)
     if cfg.model.family != "dcgan-generator":
-        raise KdgenError(f"train-teacher builds GAN generators, diffusion models or classifiers; model.family must be 'dcgan-generator', "
-                         f"'diffusion' or one of {', '.join(CLASSIFIER_FAMILIES)}, got '{cfg.model.family}'")
+        raise KdgenError(f"train-teacher builds GAN generators, image-to-image networks, diffusion models or classifiers; model.family "
+                         f"must be 'dcgan-generator', {', '.join(map(repr, IMAGE_TO_IMAGE_FAMILIES))}, 'diffusion' or one of "
+                         f"{', '.join(CLASSIFIER_FAMILIES)}, got '{cfg.model.family}'")
     size, ch = data_shape(cfg, cfg.model.args)
     args = {"z_dim": 100, "base_width": 64, "width": 1.0, **cfg.model.args, "image_size": size, "channels": ch}
     # 1. generator and a matching discriminator, trained by the adversarial term alone
@@ -240,6 +243,54 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     save_model(discriminator, folder / "discriminator", family="dcgan-discriminator", args=d_args)
     save_grid(method.preview(16, module=trained.student), out / "samples" / "teacher.png", nrow=4)
     metrics = {"train": train_record(trained)}
+    write_metrics(out, metrics)
+    return Result(out, metrics, trained.student, trained.total_seconds)
+
+
+IMAGE_TO_IMAGE_FAMILIES = ("pix2pix-unet", "resnet-generator")
+PIX2PIX_KEYS = {"l1_weight", "adversarial_weight", "discriminator"}  # model.args of the training, not of the network
+
+
+def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
+    """An image-to-image teacher (pix2pix U-Net or ResNet generator) trained on data.task's pairs by L1 + a conditional PatchGAN;
+    saved to OUT/teacher (its discriminator beside it) and measured by PSNR / SSIM on the held-out pairs."""
+    from .data.paired import task_channels
+    from .methods.img2img import Pix2PixTraining
+    from .metrics.restoration import outputs, psnr_ssim
+    task = cfg.data.task
+    if task is None or task == "none":
+        raise KdgenError("an image-to-image teacher learns a task from pairs; set data.task to sr4, denoise or colorize")
+    train_args = {k: v for k, v in cfg.model.args.items() if k in PIX2PIX_KEYS}
+    net_args = {k: v for k, v in cfg.model.args.items() if k not in PIX2PIX_KEYS}
+    size, ch = data_shape(cfg, {"image_size": net_args.get("image_size")})
+    c_in, c_out = task_channels(task, ch)
+    for key, want in (("in_channels", c_in), ("out_channels", c_out)):
+        if net_args.get(key, want) != want:
+            raise KdgenError(f"model.args.{key}={net_args[key]} but data.task={task} on {ch}-channel images needs {want}; remove it")
+    args = {**net_args, "in_channels": c_in, "out_channels": c_out, "image_size": size}
+    torch.manual_seed(cfg.train.seed)
+    generator = build_model(cfg.model.family, args)
+    d_args = {"base_width": 64, "n_layers": 2, **dict(train_args.get("discriminator") or {}), "in_channels": c_in + c_out}
+    discriminator = build_model("patchgan-discriminator", d_args)
+    train = image_pairs(cfg, image_size=size, channels=ch, split="train")
+    test = image_pairs(cfg, image_size=size, channels=ch, split="test")
+    shown = [test[i] for i in range(min(8, len(test)))]
+    method = Pix2PixTraining(generator, discriminator, l1_weight=train_args.get("l1_weight", 100.0),
+                             adversarial_weight=train_args.get("adversarial_weight", 1.0),
+                             preview_pairs={k: torch.stack([s[k] for s in shown]) for k in ("input", "image")})
+    out, trained = train_run(method, train, cfg, resume)
+    if not trained.is_main:
+        return Result(out)
+    record = test.record()
+    folder = save_model(trained.student, out / "teacher", family=cfg.model.family, args=args,
+                        extra={"trained_on": cfg.data.name, "task": record, "steps": trained.step,
+                               "train_seconds": round(trained.total_seconds, 1), **_split(cfg)})
+    save_model(discriminator, folder / "discriminator", family="patchgan-discriminator", args=d_args)
+    x, y_hat, y = outputs(trained.student, test, batch_size=cfg.eval.batch_size)
+    save_grid(method.preview(24, module=trained.student), out / "samples" / "teacher.png", nrow=3)
+    metrics = {"train": train_record(trained), "teacher": {**psnr_ssim(y_hat, y), "params": sum(p.numel() for p in generator.parameters())},
+               "input": psnr_ssim(x if x.shape[1] == y.shape[1] else x.expand_as(y), y),
+               "protocol": {"kind": "image-to-image", **record, "reference": f"{cfg.data.name} held-out split", "reference_count": len(test)}}
     write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.total_seconds)
 

@@ -45,6 +45,9 @@ class DataConfig:
     transfer: str | None = None  # classifier distillation: a generator (folder or builtin:NAME) whose samples, unlabelled, join every batch
     transfer_images: int | None = field(default=None, metadata=_check(gt=0))  # size of that pool, drawn once before training; None: 20000
     transfer_batch: int | None = field(default=None, metadata=_check(gt=0))  # pool images per batch; None: data.batch_size
+    # image-to-image: the paired task made from the images (kdgen.data.paired): sr4 | denoise | colorize | none
+    task: Literal["sr4", "denoise", "colorize", "none"] | None = None
+    noise_sigma: float = field(default=0.2, metadata=_check(gt=0, le=2))  # data.task=denoise: the noise's std in the [-1, 1] range
     # generator distillation: (z, teacher image[, features]) pairs drawn once and read instead of running the teacher
     # (TinyGAN-style); null: the teacher runs live on fresh noise; auto: ~/.cache/kdgen/teacher-cache; or a folder
     teacher_cache: str | None = None

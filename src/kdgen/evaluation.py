@@ -38,6 +38,14 @@ def run_dataset(cfg: RunConfig, *, image_size: int, channels: int, split: str = 
     return data_split(cfg.data, split, image_size=image_size, channels=channels)
 
 
+def image_pairs(cfg: RunConfig, *, image_size: int, channels: int, split: str) -> torch.utils.data.Dataset:
+    """The run's images as (degraded input, clean image) pairs of data.task; held-out pairs are fixed by data.split_seed."""
+    from .data.paired import PairedTask
+
+    images = run_dataset(cfg, image_size=image_size, channels=channels, split=split)
+    return PairedTask(images, cfg.data.task, noise_sigma=cfg.data.noise_sigma, seed=cfg.data.split_seed, fixed=split != "train")
+
+
 def held_out(cfg: RunConfig) -> bool:
     """Whether the run's data has a held-out split (named datasets; folders unless data.test_fraction=0)."""
     return has_test_split(cfg.data.name, cfg.data.test_fraction)
@@ -259,8 +267,41 @@ def evaluate_model(path: Path | nn.Module, overrides: list[str] | None, *, data:
     return metrics
 
 
+def evaluate_image_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Module, out: Path, caveats: list[str] | None = None) -> dict:
+    """Teacher and student image-to-image models on the same held-out pairs: PSNR / SSIM against the ground truth (and the
+    student against the teacher), the degraded input's own as the floor, params / MACs / latency at the task's resolution;
+    writes RUN/samples/teacher_vs_student.png, rows of input | teacher | student | ground truth."""
+    from .metrics.restoration import outputs, psnr_ssim
+
+    face = face_of(teacher)
+    split = held_out(cfg)
+    test = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="test" if split else "train")
+    x, t_out, y = outputs(teacher, test, batch_size=cfg.eval.batch_size)
+    _, s_out, _ = outputs(student, test, batch_size=cfg.eval.batch_size)
+    reps, example = cfg.eval.latency_repeats, x[:1]
+    metrics: dict[str, Any] = {
+        "teacher": {**psnr_ssim(t_out, y), **measure_cost(ClassifierProbe(teacher, example), weights=model_weights(teacher), repeats=reps)},
+        "student": {**psnr_ssim(s_out, y), **measure_cost(ClassifierProbe(student, example), weights=weights_file(out / "student"), repeats=reps),
+                    "vs_teacher": psnr_ssim(s_out, t_out)},
+        "input": psnr_ssim(x if x.shape[1] == y.shape[1] else x.expand_as(y), y),
+    }
+    notes = list(caveats or [])
+    if not split:
+        notes.append(f"{cfg.data.name} has no held-out split: PSNR / SSIM are measured on the training images")
+    metrics["protocol"] = {"kind": "image-to-image", **test.record(), "reference": f"{cfg.data.name} {'held-out split' if split else '(the training set)'}",
+                           "reference_count": len(test), "image_size": face.image_size, "channels": face.channels,
+                           "in_channels": face.input_shape[0], "metrics": "PSNR (dB, data range 1) and SSIM (torchmetrics) in [0, 1]",
+                           "caveats": notes}
+    if split_info(cfg.data) is not None:
+        metrics["protocol"]["split"] = split_info(cfg.data)
+    n = min(8, len(test))
+    shown = x[:n] if x.shape[1] == y.shape[1] else x[:n].expand(-1, y.shape[1], -1, -1)
+    save_grid(torch.stack([shown, t_out[:n], s_out[:n], y[:n]], 1).flatten(0, 1), out / "samples" / "teacher_vs_student.png", nrow=4)
+    return metrics
+
+
 class ClassifierProbe:
-    """The cost face of a classifier: `module` and an example input of the data's shape."""
+    """The cost face of a classifier (or an image-to-image model): `module` and an example input of the data's shape."""
 
     steps = 1
 

@@ -7,7 +7,8 @@ name or the class:
     generator     noise z [n, *z_shape] (+ class) -> image [n, C, H, W] in [-1, 1]; one network call
     diffusion     a denoiser + its noise schedule and step count (kdgen.models.unet.DiffusionModel)
     classifier    image [n, C, H, W] -> logits [n, K]
-    image-to-image, autoencoder   named here; distilled once their issue lands
+    image-to-image   image [n, in_channels, H, W] -> image [n, C, H, W], both in [-1, 1]; one network call
+    autoencoder   named here; distilled once its issue lands
 
 kdgen's own families and diffusers UNets state their face; torchvision and timm classifiers have theirs
 inferred. A module of the user's own gets one from a small wrapper,
@@ -42,6 +43,7 @@ class Face:
     image_shape: tuple[int, int, int] | None = None
     z_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
+    in_channels: int | None = None  # image-to-image: the channels of the input image (e.g. 1 for colorization)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -73,7 +75,14 @@ class Face:
 
     @property
     def makes_images(self) -> bool:
+        """Whether it makes images from noise (measured by FID of its samples); an image-to-image model maps images."""
         return self.kind in ("generator", "diffusion")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """image-to-image: the (C, H, W) of the image it takes."""
+        c, h, w = self._shape()
+        return (self.in_channels or c, h, w)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
@@ -82,11 +91,11 @@ class Face:
     def from_dict(cls, data: dict[str, Any]) -> "Face":
         if not isinstance(data, dict) or "kind" not in data:
             raise KdgenError(f"a recorded face must be a mapping with a 'kind', got {data!r}; re-save the model with kdgen")
-        unknown = set(data) - {"kind", "image_shape", "z_shape", "num_classes"}
+        unknown = set(data) - {"kind", "image_shape", "z_shape", "num_classes", "in_channels"}
         if unknown:
             raise KdgenError(f"a recorded face has unknown key '{sorted(unknown)[0]}'; it was not written by this kdgen")
         return cls(kind=data["kind"], image_shape=_tuple(data.get("image_shape")), z_shape=_tuple(data.get("z_shape")),
-                   num_classes=data.get("num_classes"))
+                   num_classes=data.get("num_classes"), in_channels=data.get("in_channels"))
 
     def with_image_shape(self, shape: tuple[int, int, int]) -> "Face":
         return replace(self, image_shape=tuple(int(s) for s in shape))
@@ -129,6 +138,23 @@ class Generator(_Wrapped):
         super().__init__(module, args, class_path)
         z = _tuple(z_shape)
         self.face = Face("generator", image_shape=_tuple(image_shape) or probe_generator(module, z), z_shape=z, num_classes=num_classes)
+
+
+class ImageToImage(_Wrapped):
+    """A user's image-to-image network: `module(x)` with images x [n, *input_shape] gives images [n, C, H, W], both in
+    [-1, 1] (super-resolution at the input's size, denoising, colorization, translation). The output shape is probed."""
+
+    def __init__(self, module: nn.Module, *, input_shape: tuple[int, int, int], args: dict[str, Any] | None = None,
+                 class_path: str | None = None):
+        super().__init__(module, args, class_path)
+        shape = _tuple(input_shape)
+        if shape is None or len(shape) != 3:
+            raise KdgenError(f"ImageToImage needs input_shape=(C, H, W) of the image the module takes, got {input_shape}")
+        out = _probe(module, torch.zeros(2, *shape), "images")
+        if out.dim() != 4:
+            raise KdgenError(f"{type(module).__name__} maps images {shape} to shape {tuple(out.shape[1:])}; an image-to-image "
+                             "model must return images [n, C, H, W]")
+        self.face = Face("image-to-image", image_shape=tuple(int(s) for s in out.shape[1:]), in_channels=shape[0])
 
 
 class Classifier(_Wrapped):
@@ -205,6 +231,9 @@ def infer_face(module: nn.Module) -> Face:
         return Face("generator", image_shape=shape, z_shape=(int(module.z_dim),))
     if own == "classifier":
         return Face("classifier", image_shape=_classifier_shape(module), num_classes=_num_classes(module))
+    if own == "image-to-image":
+        size = int(module.image_size)
+        return Face("image-to-image", image_shape=(int(module.out_channels), size, size), in_channels=int(module.in_channels))
     if own == "diffusion":
         return Face("diffusion", image_shape=(module.channels, module.image_size, module.image_size), num_classes=module.num_classes)
     if _stock_classifier(module):

@@ -25,7 +25,16 @@ from torch import nn
 
 from .config import RunConfig
 from .errors import KdgenError
-from .evaluation import classifier_shape, evaluate_classifier_pair, evaluate_pair, run_dataset, run_features
+from .evaluation import (
+    classifier_shape,
+    evaluate_classifier_pair,
+    evaluate_image_pair,
+    evaluate_pair,
+    held_out,
+    image_pairs,
+    run_dataset,
+    run_features,
+)
 from .faces import Face, face_of, set_face
 from .io import ensure_dir
 from .metrics.quality import feature_path
@@ -405,4 +414,32 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-PLANS: dict[str, Callable[..., Plan] | None] = {"generator": plan_generator, "classifier": plan_classifier, "diffusion": None}
+def plan_image_to_image(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> Plan:
+    """A student image-to-image network trained on data.task's inputs by the generator terms (output to the teacher's image
+    of the same input, feature, perceptual, and a conditional adversarial term on (input, output)); data.task=none:
+    unpaired inputs alone, the teacher's outputs then being the adversarial term's real images."""
+    from .data.paired import task_channels
+    from .methods import GeneratorDistiller, TermContext, build_terms
+
+    task = cfg.data.task
+    if task is None:
+        raise KdgenError("an image-to-image teacher is distilled on a task's inputs; set data.task (sr4, denoise, colorize, or none "
+                         "for unpaired inputs: the student then learns from the teacher's outputs alone)")
+    c_in, c_out = task_channels(task, face.channels)
+    if (c_in, c_out) != (face.input_shape[0], face.channels):
+        raise KdgenError(f"data.task={task} makes {c_in}-channel inputs and {c_out}-channel targets, but the teacher maps "
+                         f"{face.input_shape[0]} to {face.channels} channels; use the task the teacher was trained for")
+    dataset = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="train")
+    shown = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="test" if held_out(cfg) else "train")
+    preview = torch.stack([shown[i]["input"] for i in range(min(16, len(shown)))])
+    student = pick_student(cfg, teacher, face, given)
+    ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=face.image_size,
+                      channels=face.channels, z_shape=face.input_shape, in_channels=face.input_shape[0])
+    method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.input_shape,
+                                preview_inputs=preview, real_from_teacher=task == "none")
+    record = lambda: {"task": dataset.record()}  # noqa: E731
+    return Plan(method, dataset, evaluate_image_pair, lambda m, folder: save_any(m, folder), record)
+
+
+PLANS: dict[str, Callable[..., Plan] | None] = {"generator": plan_generator, "classifier": plan_classifier, "diffusion": None,
+                                                "image-to-image": plan_image_to_image}

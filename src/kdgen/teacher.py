@@ -30,7 +30,7 @@ class Frozen(nn.Module):
 
 
 def load_teacher(path: str | Path) -> nn.Module:
-    """A kdgen generator or classifier folder (or builtin:NAME) as a module with `kdgen_meta`, eval mode, frozen."""
+    """A kdgen generator, image-to-image or classifier folder (or builtin:NAME) as a module with `kdgen_meta`, eval mode, frozen."""
     folder = resolve_path(path)
     if not folder.exists() and str(path).count("/") == 1 and not Path(str(path)).parent.exists():
         return load_model(path).requires_grad_(False)  # a diffusers hub id
@@ -46,11 +46,11 @@ def load_teacher(path: str | Path) -> nn.Module:
         kind = face_of(model).kind
     except KdgenError:
         kind = None
-    if kind not in ("generator", "diffusion", "classifier"):
+    if kind not in ("generator", "diffusion", "classifier", "image-to-image"):
         what = getattr(model, "kdgen_meta", {}).get("family", type(model).__name__)
         raise KdgenError(
-            f"teacher '{folder}' is a '{what}', not an image generator or a classifier; distill takes a generator or "
-            "classifier folder (e.g. builtin:gan-mnist5k, or the 'teacher' folder kdgen train-teacher writes)"
+            f"teacher '{folder}' is a '{what}', not an image generator, image-to-image network or classifier; distill takes "
+            "such a folder (e.g. builtin:gan-mnist5k, or the 'teacher' folder kdgen train-teacher writes)"
         )
     return model.requires_grad_(False)
 

@@ -116,7 +116,7 @@ def test_a_parity_failure_is_an_error_and_keeps_the_last_good_export(tmp_path, m
         export(run, measure_quality=False)
     assert (run / "export" / "student.onnx").read_bytes() == good
     assert json.loads((run / "metrics.json").read_text()) == before
-    assert sorted(p.name for p in (run / "export").iterdir()) == ["sampler.json", "samples.png", "student.onnx"]
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["sampler.json", "samples.png", "student.onnx", "student.onnx.sha256"]
 
 
 @pytest.mark.parametrize("where", ["sampler_parity", "quantize_int8"])
@@ -140,7 +140,8 @@ def test_a_failure_late_in_an_export_changes_nothing(tmp_path, monkeypatch, wher
         export(run, quantize="int8", steps=3, calibration=8, measure_quality=False)
     assert {p.name: p.read_bytes() for p in (run / "export").iterdir()} == files
     assert (run / "metrics.json").read_text() == before
-    assert set(files) == {"sampler.json", "samples.png", "student.onnx", "student.int8-dynamic.onnx", "student.int8-static.onnx"}
+    assert set(files) == {"sampler.json", "samples.png", *(f"{g}{c}" for g in ("student.onnx", "student.int8-dynamic.onnx",
+                                                                          "student.int8-static.onnx") for c in ("", ".sha256"))}
 
 
 def test_a_plain_re_export_drops_the_int8_graphs_of_the_old_one(tmp_path):
@@ -148,7 +149,7 @@ def test_a_plain_re_export_drops_the_int8_graphs_of_the_old_one(tmp_path):
     export(run, quantize="int8", calibration=40, measure_quality=False)
     assert json.loads((run / "metrics.json").read_text())["export"]["onnx"]["int8"]["calibration_inputs"] == 40
     export(run, measure_quality=False)
-    assert sorted(p.name for p in (run / "export").iterdir()) == ["sampler.json", "samples.png", "student.onnx"]
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["sampler.json", "samples.png", "student.onnx", "student.onnx.sha256"]
     assert "int8" not in json.loads((run / "metrics.json").read_text())["export"]["onnx"]
 
 

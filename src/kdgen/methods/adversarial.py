@@ -54,15 +54,22 @@ class AdversarialTerm(LossTerm):
         else:
             if options.init == "auto" and ctx.teacher_path is not None:
                 log.info("no discriminator ships with the teacher; the adversarial term starts from a random one")
-            self.discriminator = build_model(
-                "dcgan-discriminator", {"image_size": ctx.image_size, "channels": ctx.channels, "width": options.width}
-            )
+            if ctx.in_channels is not None:  # image-to-image: a conditional PatchGAN on (input, output)
+                self.discriminator = build_model("patchgan-discriminator", {"in_channels": ctx.in_channels + ctx.channels,
+                                                                            "width": options.width})
+            else:
+                self.discriminator = build_model(
+                    "dcgan-discriminator", {"image_size": ctx.image_size, "channels": ctx.channels, "width": options.width}
+                )
+
+    def _score(self, images: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        return self.discriminator(images if condition is None else torch.cat([condition, images], 1))
 
     def student_loss(self, b: GenBatch) -> torch.Tensor:
-        return hinge_g_loss(self.discriminator(b.student_images))
+        return hinge_g_loss(self._score(b.student_images, b.condition))
 
-    def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        r, f = self.discriminator(real), self.discriminator(fake)
+    def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        r, f = self._score(real, condition), self._score(fake, condition)
         return hinge_d_loss(r, f), {"d/real": r.mean().item(), "d/fake": f.mean().item()}
 
     def trainable(self, phase: str) -> list:

@@ -60,6 +60,7 @@ class GenBatch:
     teacher_images: torch.Tensor | None = None
     student_feats: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_feats: dict[str, torch.Tensor] = field(default_factory=dict)
+    condition: torch.Tensor | None = None  # image-to-image: the input image a conditional discriminator sees beside the output
 
 
 @dataclass
@@ -72,6 +73,7 @@ class TermContext:
     image_size: int = 28
     channels: int = 1
     z_shape: tuple[int, ...] = (100,)
+    in_channels: int | None = None  # image-to-image: the input's channels (a conditional discriminator takes input + output)
 
 
 class LossTerm(nn.Module):

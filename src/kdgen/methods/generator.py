@@ -21,7 +21,12 @@ from .base import DistillationMethod, GenBatch, LossTerm, StepOutput
 
 
 class GeneratorDistiller(DistillationMethod):
-    def __init__(self, *, student: nn.Module, teacher: nn.Module | None, terms: dict[str, LossTerm], z_shape: tuple[int, ...]):
+    """`preview_inputs` makes it an image-to-image distiller: the models take batch["input"] (the task's degraded image)
+    instead of noise, the adversarial term's discriminator sees (input, image) pairs, and its real images are the ground
+    truth - or, with `real_from_teacher` (unpaired data: inputs alone), the teacher's outputs (GAN Compression)."""
+
+    def __init__(self, *, student: nn.Module, teacher: nn.Module | None, terms: dict[str, LossTerm], z_shape: tuple[int, ...] = (),
+                 preview_inputs: torch.Tensor | None = None, real_from_teacher: bool = False):
         super().__init__()
         if not terms:
             raise KdgenError("no methods given; name at least one in 'methods' (see `kdgen methods`)")
@@ -37,7 +42,8 @@ class GeneratorDistiller(DistillationMethod):
         self._teacher_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
         self._uses_teacher = any(t.needs_teacher for t in terms.values())
         self.teacher_layers = self._teacher_layers  # what a teacher cache must hold
-        self._preview_z = torch.randn(16, *self.z_shape, generator=torch.Generator().manual_seed(1234))
+        self.conditional, self.real_from_teacher = preview_inputs is not None, real_from_teacher
+        self._preview_z = preview_inputs if self.conditional else torch.randn(16, *self.z_shape, generator=torch.Generator().manual_seed(1234))
 
     def trainable(self, phase: str) -> Iterable[nn.Parameter]:
         params = [p for t in self.terms.values() for p in t.trainable(phase)]
@@ -48,10 +54,16 @@ class GeneratorDistiller(DistillationMethod):
     def forward(self, batch: dict, phase: str) -> StepOutput:
         real = batch["image"]
         cached = "teacher_image" in batch  # pairs from a teacher cache (kdgen.cache): the teacher does not run
-        z = batch["z"] if cached and phase == "student" else torch.randn(real.shape[0], *self.z_shape, device=real.device)
+        if self.conditional:
+            z = batch["input"]  # the image the task degraded: what teacher and student both map
+            if self.real_from_teacher and phase == "discriminator":
+                with torch.no_grad():
+                    real = self.teacher(z)
+        else:
+            z = batch["z"] if cached and phase == "student" else torch.randn(real.shape[0], *self.z_shape, device=real.device)
         if phase == "discriminator":
             return self._discriminator_step(real, z)
-        b = GenBatch(z=z, real=real)
+        b = GenBatch(z=z, real=real, condition=z if self.conditional else None)
         # 1. teacher targets (frozen, no grad), with its taps - or the cached ones
         if cached:
             b.teacher_images = batch["teacher_image"]
@@ -81,7 +93,7 @@ class GeneratorDistiller(DistillationMethod):
         logs: dict[str, float] = {}
         for term in self.terms.values():
             if "discriminator" in term.phases:
-                part, extra = term.discriminator_loss(real, fake)
+                part, extra = term.discriminator_loss(real, fake, condition=z if self.conditional else None)
                 loss = loss + part
                 logs.update(extra)
         logs["loss/discriminator"] = loss.item()

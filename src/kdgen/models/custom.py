@@ -300,12 +300,11 @@ def _same_outputs(module: nn.Module, fresh: nn.Module, x: torch.Tensor) -> bool:
 
 
 def example_of(face: Face) -> torch.Tensor | None:
-    """One small batch of what the model takes (noise for a generator, images for a classifier), if the face says."""
-    g = torch.Generator().manual_seed(0)
-    if face.kind == "generator":
-        return torch.randn(2, *face.z_shape, generator=g)
-    if face.kind == "classifier" and face.image_shape is not None:
-        return torch.rand(2, *face.image_shape, generator=g) * 2 - 1
+    """One small batch of what the model takes (noise for a generator, images otherwise), if the face says."""
+    from .prune import example_input
+
+    if face.kind in ("generator", "image-to-image") or (face.kind == "classifier" and face.image_shape is not None):
+        return example_input(face)
     return None
 
 

@@ -27,6 +27,8 @@ def example_input(face: Face, batch: int = 2) -> torch.Tensor:
         return torch.randn(batch, *face.z_shape, generator=torch.Generator().manual_seed(0))
     if face.kind == "classifier":
         return torch.randn(batch, *face._shape(), generator=torch.Generator().manual_seed(0))
+    if face.kind == "image-to-image":
+        return torch.randn(batch, *face.input_shape, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     raise KdgenError(f"kdgen derives pruned students of generators and classifiers; a {face.kind} student comes from its own "
                      "family (student.width for diffusers UNets) or is given")
 

@@ -16,6 +16,8 @@ ROWS = [
     ("accuracy", ("accuracy",), "{:.4f}"),
     ("macro-F1", ("macro_f1",), "{:.4f}"),
     ("agreement with teacher", ("agreement",), "{:.4f}"),
+    ("PSNR vs ground truth (dB)", ("psnr",), "{:.2f}"),
+    ("SSIM vs ground truth", ("ssim",), "{:.4f}"),
     ("FID", ("fid",), "{:.2f}"),
     ("KID x1000", ("kid",), "{:.2f}"),
     ("precision", ("precision",), "{:.3f}"),
@@ -62,6 +64,12 @@ def format_table(metrics: dict) -> str:
         ts, ss = (_cell(metrics.get(who, {}), path, v, fmt, scale) for who, v in (("teacher", t), ("student", s)))
         ratio = f"{s / t:.3f}x" if t not in (None, 0) and s is not None else "-"
         lines.append(f"| {label} | {ts} | {ss} | {ratio} |")
+    near = metrics.get("student", {}).get("vs_teacher")
+    if near:
+        lines.append(f"| PSNR / SSIM to the teacher | - | {near['psnr']:.2f} dB / {near['ssim']:.4f} | - |")
+    floor = metrics.get("input")
+    if floor:
+        lines.append(f"| the degraded input itself | {floor['psnr']:.2f} dB / {floor['ssim']:.4f} | - | - |")
     fid = metrics.get("student", {}).get("fidelity")
     if fid:
         lines.append(f"| fidelity to teacher (PSNR dB) | - | {fid['psnr_db']:.2f} | - |")

@@ -1,0 +1,132 @@
+"""Image-to-image generators and their conditional discriminator: the families of pix2pix and GAN Compression.
+
+    pix2pix-unet        Isola et al. (2017): an encoder-decoder with skip connections (U-Net), 4x4 stride-2 convs,
+                        BatchNorm, LeakyReLU down / ReLU up, dropout in the innermost decoder stages, tanh out
+    resnet-generator    Johnson et al. (2016) / CycleGAN / GAN Compression: 7x7 conv, two stride-2 downsamplings,
+                        residual blocks, two upsamplings, 7x7 conv, tanh; InstanceNorm
+    patchgan-discriminator   a conditional PatchGAN on (input, output) pairs: one logit per patch (Isola et al. 2017)
+
+Both generators map an image [n, in_channels, H, W] in [-1, 1] to an image [n, out_channels, H, W] in [-1, 1], are fully
+convolutional (any H, W divisible by 2**depth, or by 4 for the ResNet generator), and name their stages so feature taps
+and pruning can address them: `down.N` / `up.N` (U-Net) and `down.N`, `blocks.N`, `up.N` (ResNet). `width` scales every
+channel count, as in the other families.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .gan import check_positive
+from .registry import MODEL_FAMILIES
+
+
+def _ch(base: int, width: float, mult: int) -> int:
+    return max(1, int(round(base * width * mult)))
+
+
+@MODEL_FAMILIES.register("pix2pix-unet")
+class UNetGenerator(nn.Module):
+    """pix2pix's U-Net: `depth` stride-2 downsamplings (channels base, 2 base, 4 base, 8 base, 8 base ...), mirrored up with
+    the encoder's activations concatenated at each resolution."""
+
+    face_kind = "image-to-image"
+
+    def __init__(self, *, in_channels: int = 3, out_channels: int = 3, image_size: int = 32, base_width: int = 64, depth: int = 4,
+                 width: float = 1.0, dropout: float = 0.5):
+        super().__init__()
+        check_positive(in_channels=in_channels, out_channels=out_channels, image_size=image_size, base_width=base_width, depth=depth,
+                       width=width)
+        if image_size % 2**depth:
+            raise ValueError(f"image_size {image_size} is not divisible by 2**depth = {2**depth}; lower depth or pad the images")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.in_channels, self.out_channels, self.image_size, self.depth = in_channels, out_channels, image_size, depth
+        chans = [_ch(base_width, width, min(2**i, 8)) for i in range(depth)]
+        self.down = nn.ModuleList()
+        prev = in_channels
+        for i, c in enumerate(chans):
+            norm = nn.Identity() if i in (0, depth - 1) else nn.BatchNorm2d(c)  # none on the outermost and the innermost
+            act = nn.Identity() if i == 0 else nn.LeakyReLU(0.2, True)
+            self.down.append(nn.Sequential(act, nn.Conv2d(prev, c, 4, 2, 1, bias=i in (0, depth - 1)), norm))
+            prev = c
+        self.up = nn.ModuleList()
+        for i in reversed(range(depth)):
+            c_in = chans[i] if i == depth - 1 else chans[i] * 2  # the innermost takes the bottleneck alone, the rest a concat
+            if i == 0:
+                self.up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(c_in, out_channels, 4, 2, 1), nn.Tanh()))
+            else:
+                c_out = chans[i - 1]
+                drop = nn.Dropout(dropout) if dropout and i >= depth - 3 and i != depth - 1 else nn.Identity()
+                self.up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), drop))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        x = self.up[0](skips[-1])
+        for block, skip in zip(self.up[1:], reversed(skips[:-1])):
+            x = block(torch.cat([x, skip], 1))
+        return x
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False), nn.InstanceNorm2d(channels, affine=True), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False), nn.InstanceNorm2d(channels, affine=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+@MODEL_FAMILIES.register("resnet-generator")
+class ResnetGenerator(nn.Module):
+    """The CycleGAN / GAN Compression ResNet generator: 7x7 stem, 2 downsamplings, `n_blocks` residual blocks, 2 up."""
+
+    face_kind = "image-to-image"
+
+    def __init__(self, *, in_channels: int = 3, out_channels: int = 3, image_size: int = 32, base_width: int = 64, n_blocks: int = 6,
+                 width: float = 1.0):
+        super().__init__()
+        check_positive(in_channels=in_channels, out_channels=out_channels, image_size=image_size, base_width=base_width, n_blocks=n_blocks,
+                       width=width)
+        if image_size % 4:
+            raise ValueError(f"image_size {image_size} is not divisible by 4 (two stride-2 downsamplings); pad the images")
+        self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
+        c = [_ch(base_width, width, m) for m in (1, 2, 4)]
+        norm = lambda n: nn.InstanceNorm2d(n, affine=True)  # noqa: E731
+        self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_channels, c[0], 7, bias=False), norm(c[0]), nn.ReLU(True))
+        self.down = nn.Sequential(*[nn.Sequential(nn.Conv2d(c[i], c[i + 1], 3, 2, 1, bias=False), norm(c[i + 1]), nn.ReLU(True))
+                                    for i in range(2)])
+        self.blocks = nn.Sequential(*[ResidualBlock(c[2]) for _ in range(n_blocks)])
+        self.up = nn.Sequential(*[nn.Sequential(nn.ConvTranspose2d(c[i + 1], c[i], 3, 2, 1, output_padding=1, bias=False), norm(c[i]),
+                                                nn.ReLU(True)) for i in (1, 0)])
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c[0], out_channels, 7), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.up(self.blocks(self.down(self.stem(x)))))
+
+
+@MODEL_FAMILIES.register("patchgan-discriminator")
+class PatchDiscriminator(nn.Module):
+    """A conditional PatchGAN: (input, output) concatenated on channels -> a grid of real/fake logits, one per patch.
+    `n_layers` stride-2 convs (3 gives pix2pix's 70x70 receptive field; 2 suits 32 px images)."""
+
+    def __init__(self, *, in_channels: int = 6, base_width: int = 64, n_layers: int = 2, width: float = 1.0):
+        super().__init__()
+        check_positive(in_channels=in_channels, base_width=base_width, n_layers=n_layers, width=width)
+        self.in_channels = in_channels
+        c = [_ch(base_width, width, min(2**i, 8)) for i in range(n_layers + 1)]
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, c[0], 4, 2, 1), nn.LeakyReLU(0.2, True))]
+        for i in range(1, n_layers + 1):
+            stride = 2 if i < n_layers else 1
+            layers.append(nn.Sequential(nn.Conv2d(c[i - 1], c[i], 4, stride, 1, bias=False), nn.BatchNorm2d(c[i]), nn.LeakyReLU(0.2, True)))
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Conv2d(c[-1], 1, 4, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))

@@ -1,0 +1,112 @@
+"""Image-to-image (issue 15, first slice): paired tasks made from any images, pix2pix U-Net / ResNet generator teachers
+trained by L1 + a conditional PatchGAN, distilled into narrower students by the generator terms, measured by PSNR / SSIM
+against the ground truth and the teacher, with the degraded input as the floor."""
+
+import json
+
+import pytest
+import torch
+
+import kdgen
+from kdgen.data.paired import PairedTask, degrade, task_channels
+from kdgen.errors import KdgenError
+from kdgen.faces import face_of
+from kdgen.models.loading import build_model
+
+QUIET = ["train.checkpoint_every=100", "train.log_every=1", "train.sample_every=3", "data.batch_size=16", "eval.latency_repeats=2"]
+
+
+def test_degradations_are_what_they_say_and_held_out_pairs_are_fixed():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    sr = degrade(x, "sr4")
+    assert sr.shape == x.shape and torch.allclose(torch.nn.functional.avg_pool2d(sr, 4), torch.nn.functional.avg_pool2d(x, 4), atol=0.15)
+    noisy = degrade(x, "denoise", noise_sigma=0.1, generator=torch.Generator().manual_seed(1))
+    assert 0.08 < float((noisy - x).std()) < 0.12
+    luma = degrade(x, "colorize")
+    assert luma.shape == (4, 1, 32, 32) and torch.allclose(luma[:, 0], 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])
+    assert task_channels("colorize", 3) == (1, 3)
+    with pytest.raises(KdgenError, match="colorize needs colour images"):
+        task_channels("colorize", 1)
+    with pytest.raises(KdgenError, match="not divisible by 4"):
+        degrade(torch.zeros(1, 1, 30, 30), "sr4")
+    data = [{"image": img} for img in x]
+    fixed = PairedTask(data, "denoise", seed=3, fixed=True)
+    assert torch.equal(fixed[2]["input"], fixed[2]["input"]) and not torch.equal(fixed[2]["input"], fixed[1]["input"] - x[1] + x[2])
+    fresh = PairedTask(data, "denoise", fixed=False)
+    assert not torch.equal(fresh[2]["input"], fresh[2]["input"])  # training: a new draw each time
+
+
+@pytest.mark.parametrize("family, args", [("pix2pix-unet", {"depth": 3, "dropout": 0.5}), ("resnet-generator", {"n_blocks": 2})])
+def test_the_families_map_images_to_images_at_any_multiple_of_their_stride(family, args):
+    net = build_model(family, {"in_channels": 1, "out_channels": 3, "image_size": 16, "base_width": 8, **args})
+    assert face_of(net).kind == "image-to-image" and face_of(net).input_shape == (1, 16, 16) and face_of(net).channels == 3
+    net.eval()
+    for size in (16, 32):  # fully convolutional: a bigger frame goes through unchanged
+        y = net(torch.zeros(2, 1, size, size))
+        assert y.shape == (2, 3, size, size) and float(y.abs().max()) <= 1
+    half = build_model(family, {"in_channels": 1, "out_channels": 3, "image_size": 16, "base_width": 8, "width": 0.5, **args})
+    assert sum(p.numel() for p in half.parameters()) < 0.4 * sum(p.numel() for p in net.parameters())
+
+
+def test_a_user_module_states_its_image_to_image_face():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Tanh())
+    face = kdgen.ImageToImage(conv, input_shape=(1, 16, 16)).face
+    assert (face.kind, face.input_shape, face.image_shape) == ("image-to-image", (1, 16, 16), (3, 16, 16))
+    with pytest.raises(KdgenError, match="must return images"):
+        kdgen.ImageToImage(torch.nn.Flatten(), input_shape=(1, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def sr_teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("i2i") / "t"
+    res = kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [
+        f"out={out}", "data.name=digits", "data.image_size=16", "data.channels=1", "train.steps=6",
+        "model.args={base_width: 8, depth: 3, dropout: 0.0}", *QUIET])
+    return out, res
+
+
+def test_train_teacher_learns_a_paired_task_and_measures_it(sr_teacher):
+    out, res = sr_teacher
+    m = res.metrics
+    assert m["protocol"]["task"] == "sr4" and m["protocol"]["reference"] == "digits held-out split"
+    assert 0 < m["teacher"]["psnr"] < 60 and 0 < m["input"]["psnr"] < 60 and -1 <= m["teacher"]["ssim"] <= 1
+    teacher = kdgen.load_model(out / "teacher")
+    assert face_of(teacher).kind == "image-to-image" and json.loads((out / "teacher" / "model.json").read_text())["task"]["task"] == "sr4"
+    assert (out / "teacher" / "discriminator" / "model.json").is_file()  # the conditional PatchGAN, for the student's adversarial term
+    assert (out / "samples" / "teacher.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_student_distilled_from_it_is_smaller_measured_and_reloads(sr_teacher, tmp_path):
+    out, _ = sr_teacher
+    res = kdgen.distill("configs/img2img/emoji-sr4.yaml", [
+        f"teacher.path={out / 'teacher'}", f"out={tmp_path / 's'}", "data.name=digits", "data.image_size=16", "data.channels=1",
+        "train.steps=4", "student.width=0.5", *QUIET])
+    t, s = res.metrics["teacher"], res.metrics["student"]
+    assert s["macs"] < 0.5 * t["macs"] and s["params"] < 0.5 * t["params"]
+    assert set(s["vs_teacher"]) == {"psnr", "ssim"} and "psnr" in res.metrics["input"]
+    assert res.metrics["train"]["task"]["task"] == "sr4"
+    assert "| PSNR vs ground truth (dB) |" in res.table and "the degraded input itself" in res.table
+    student = kdgen.load_model(tmp_path / "s" / "student")
+    assert face_of(student).kind == "image-to-image" and student(torch.zeros(1, 1, 16, 16)).shape == (1, 1, 16, 16)
+    assert (tmp_path / "s" / "samples" / "teacher_vs_student.png").is_file()
+
+
+def test_unpaired_inputs_distil_from_the_teachers_outputs_alone(sr_teacher, tmp_path):
+    """data.task=none: the inputs are the images themselves; the adversarial term's real images are the teacher's outputs."""
+    out, _ = sr_teacher
+    teacher = kdgen.load_model(out / "teacher")
+    seen = []
+    teacher.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with pytest.raises(KdgenError, match="colorize needs colour images"):  # a task the grey teacher cannot take
+        kdgen.distill("configs/img2img/emoji-sr4.yaml", [f"out={tmp_path / 'x'}", "data.name=digits", "data.task=colorize",
+                                                         "train.steps=1"], teacher=teacher)
+    res = kdgen.distill("configs/img2img/emoji-sr4.yaml", [f"out={tmp_path / 'u'}", "data.name=digits", "data.image_size=16",
+                                                           "data.channels=1", "data.task=none", "train.steps=2", "eval.enabled=false",
+                                                           *QUIET], teacher=teacher)
+    assert res.metrics["train"]["task"]["task"] == "none" and len(seen) > 4
+
+
+def test_an_image_teacher_without_a_task_is_a_sentence(tmp_path):
+    with pytest.raises(KdgenError, match="set data.task to sr4, denoise or colorize"):
+        kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [f"out={tmp_path}", "data.task=null"])
