@@ -158,6 +158,9 @@ def test_mismatched_or_malformed_export_files_are_sentences(tmp_path):
     export(gan, measure_quality=False)
     export(cls, measure_quality=False)
     (gan / "export" / "student.onnx").write_bytes((cls / "export" / "student.onnx").read_bytes())
+    with pytest.raises(KdgenError, match="student.onnx' does not match the sha256 recorded"):  # the graph alone swapped: caught
+        OnnxStudent(gan / "export" / "student.onnx")
+    (gan / "export" / "student.onnx.sha256").write_bytes((cls / "export" / "student.onnx.sha256").read_bytes())  # swapped whole
     with pytest.raises(KdgenError, match=r"takes inputs \['image'\] but its sampler.json describes \['z'\]"):
         OnnxStudent(gan / "export" / "student.onnx")
     for text, match in (("{}", "is not a kdgen sampler.json"), ("[1]", "is not a kdgen sampler.json"), ("{oops", "is not valid JSON"),
