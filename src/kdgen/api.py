@@ -127,7 +127,7 @@ def sample(model: Any = None, *, n: int = 64, steps: int | None = None, seed: in
         m = load_model(model)
         kind = face_of(m).kind
         if kind not in ("generator", "diffusion"):
-            raise KdgenError(f"'{model if isinstance(model, (str, Path)) else type(m).__name__}' is a {kind}, which makes no images; "
+            raise KdgenError(f"'{model if isinstance(model, (str, Path)) else type(m).__name__}' is a {kind} model, which makes no images from noise; "
                              "give a generator or diffusion model")
         images = make_sampler(m, steps=steps).sample(n, seed)
     out = Path(out).expanduser()

@@ -260,7 +260,7 @@ def evaluate_model(path: Path | nn.Module, overrides: list[str] | None, *, data:
         if split_info(cfg.data) is not None:
             protocol["split"] = split_info(cfg.data)
     else:
-        raise KdgenError(f"'{path}' is a {kind}, which kdgen cannot evaluate alone yet; give a generator, a classifier or a run folder")
+        raise KdgenError(f"'{path}' is a {kind} model, which kdgen cannot evaluate alone yet; give a generator, a classifier, or the run folder that made it")
     family = getattr(model, "kdgen_meta", {}).get("family") or type(model).__name__
     where = str(path) if isinstance(path, Path) else f"<{type(model).__name__} module>"
     metrics = {"model": {"path": where, "family": family, "face": face_of(model).kind, **block}, "protocol": protocol}

@@ -52,6 +52,7 @@ def _verify_checksum(path: Path) -> None:
 REQUIRED = {  # what each kind of sampler.json must hold
     "generator": ["inputs"],
     "classifier": ["inputs", "shape"],
+    "image-to-image": ["inputs", "shape"],
     "diffusion": ["inputs", "shape", "steps", "scheduler", "prediction_type", "timesteps", "alpha_t", "alpha_prev"],
 }
 
@@ -85,7 +86,8 @@ def read_sampler_json(onnx_path: str | Path) -> dict[str, Any]:
         raise KdgenError(f"'{spec}' is not valid JSON ({e}); re-export the run with `kdgen export RUN`") from None
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in REQUIRED:
-        raise KdgenError(f"'{spec}' is not a kdgen sampler.json (no kind generator, diffusion or classifier); re-export the run with `kdgen export RUN`")
+        raise KdgenError(f"'{spec}' is not a kdgen sampler.json (no kind generator, diffusion, classifier or image-to-image); re-export "
+                         "the run with `kdgen export RUN`")
     need = REQUIRED[kind] + (["c_skip", "c_out"] if data.get("scheduler") == "LCMScheduler" else [])
     missing = [k for k in need if k not in data]
     if missing:
@@ -94,8 +96,8 @@ def read_sampler_json(onnx_path: str | Path) -> dict[str, Any]:
 
 
 class OnnxStudent:
-    """An exported student: a generator (z -> image), a diffusion sampler (noise -> image, all recorded steps)
-    or a classifier (image -> logits), run in onnxruntime."""
+    """An exported student: a generator (z -> image), a diffusion sampler (noise -> image, all recorded steps),
+    a classifier (image -> logits) or an image-to-image network (image -> image), run in onnxruntime."""
 
     def __init__(self, onnx_path: str | Path, *, threads: int | None = None, spec: dict[str, Any] | None = None):
         self.path = Path(onnx_path).expanduser()
@@ -134,12 +136,19 @@ class OnnxStudent:
         x = np.ascontiguousarray(images, dtype=np.float32)
         return np.concatenate([self.session.run(None, {"image": x[i : i + self.batch_size]})[0] for i in range(0, len(x), self.batch_size)])
 
+    def map(self, images: np.ndarray) -> np.ndarray:
+        """An image-to-image network's outputs for images [n, *shape] in [-1, 1] (float32)."""
+        if self.kind != "image-to-image":
+            raise ValueError(f"this export is a {self.kind}; map() is for image-to-image networks")
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        return np.concatenate([self.session.run(None, {"image": x[i : i + self.batch_size]})[0] for i in range(0, len(x), self.batch_size)])
+
     def sample(self, n: int, *, latents: np.ndarray | None = None, labels: np.ndarray | None = None,
                rng: np.random.Generator | None = None, step_noise: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [-1, 1]. `latents` (default: standard normal from `rng`) and, for multi-step
         LCM students, `step_noise(shape)` (default: from `rng`) give full control over the randomness."""
-        if self.kind == "classifier":
-            raise ValueError("this export is a classifier; use logits()")
+        if self.kind in ("classifier", "image-to-image"):
+            raise ValueError(f"this export is a {self.kind}; use {'logits' if self.kind == 'classifier' else 'map'}()")
         rng = rng if rng is not None else np.random.default_rng(0)
         z = rng.standard_normal((n, *self.latent_shape), dtype=np.float32) if latents is None else np.asarray(latents, np.float32)
         if labels is None:

@@ -110,3 +110,21 @@ def test_unpaired_inputs_distil_from_the_teachers_outputs_alone(sr_teacher, tmp_
 def test_an_image_teacher_without_a_task_is_a_sentence(tmp_path):
     with pytest.raises(KdgenError, match="set data.task to sr4, denoise or colorize"):
         kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [f"out={tmp_path}", "data.task=null"])
+
+
+def test_an_image_to_image_student_exports_with_parity_and_int8_psnr(sr_teacher, tmp_path):
+    from kdgen.onnx_sampler import OnnxStudent
+
+    out, _ = sr_teacher
+    run = tmp_path / "s"
+    kdgen.distill("configs/img2img/emoji-sr4.yaml", [f"teacher.path={out / 'teacher'}", f"out={run}", "data.name=digits",
+                                                     "data.image_size=16", "data.channels=1", "train.steps=2", "eval.enabled=false", *QUIET])
+    block = kdgen.export(run, quantize="int8", calibration=32)["onnx"]
+    assert block["parity"]["max_abs"] <= block["parity"]["tolerance"] and set(block["int8"]) >= {"dynamic", "static"}
+    q = block["quality"]
+    assert set(q) == {"pytorch", "onnx_fp32", "int8_dynamic", "int8_static"} and abs(q["onnx_fp32"]["psnr_drop_db"]) < 0.01
+    onnx = OnnxStudent(run / "export" / "student.onnx")
+    x = torch.rand(3, 1, 16, 16).numpy() * 2 - 1
+    with torch.no_grad():
+        want = kdgen.load_model(run / "student")(torch.from_numpy(x)).numpy()
+    assert abs(onnx.map(x) - want).max() < 1e-4

@@ -169,7 +169,7 @@ def _export_onnx_checked(graph: Graph, stage: Path, run_dir: Path, *, opset: int
         record["samples"] = _variant_grid(graph, variants, stage / SAMPLES_FILE)
     if measure_quality and (run_dir / "config.yaml").is_file():
         record["quality"] = quality = variant_quality(run_dir, graph, variants, seeds=seeds)
-        key = "accuracy" if graph.kind == "classifier" else "fid"
+        key = {"classifier": "accuracy", "image-to-image": "psnr"}.get(graph.kind, "fid")
         for q in quality.values():
             q[f"{key}_vs_pytorch"] = q[key] / quality["pytorch"][key] if quality["pytorch"][key] else float("nan")
     return record

@@ -20,8 +20,9 @@ def student_kind(model: nn.Module) -> str:
     """What the graph is, from the model's face."""
 
     kind = face_of(model).kind
-    if kind not in ("generator", "diffusion", "classifier"):
-        raise KdgenError(f"kdgen cannot export a {kind} yet; it exports generators, diffusion students and classifiers")
+    if kind not in ("generator", "diffusion", "classifier", "image-to-image"):
+        raise KdgenError(f"kdgen cannot export a {kind} yet; it exports generators, image-to-image networks, diffusion students "
+                         "and classifiers")
     return kind
 
 
@@ -43,8 +44,6 @@ class Graph:
         self.kind = student_kind(model)
         self.model = model.eval()
         if self.kind == "generator":
-            from ..faces import face_of
-
             self.z_shape = face_of(model).z_shape
             self.module, self.inputs, self.outputs = model, ["z"], ["image"]
         elif self.kind == "classifier":
@@ -53,6 +52,9 @@ class Graph:
             size, ch = classifier_shape(model)
             self.shape = (ch, size, size)
             self.module, self.inputs, self.outputs = model, ["image"], ["logits"]
+        elif self.kind == "image-to-image":
+            self.shape = face_of(model).input_shape
+            self.module, self.inputs, self.outputs = model, ["image"], ["output"]
         else:
             self.shape = (model.channels, model.image_size, model.image_size)
             self.module, self.outputs = _GuidedNet(model), ["model_output"]
@@ -64,6 +66,8 @@ class Graph:
         x = torch.randn(batch, *self.shape, generator=gen)
         if self.kind == "classifier":
             return (x,)
+        if self.kind == "image-to-image":
+            return (x.clamp(-1, 1),)  # images, in the range they come in
         t = torch.randint(0, self.model.num_train_timesteps, (batch,), generator=gen)
         if self.model.num_classes is None:
             return x, t

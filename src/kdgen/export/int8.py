@@ -33,6 +33,12 @@ def _calibration(graph: Graph, run_dir: Path, count: int) -> list[dict[str, np.n
 
         images = stack_images(_run_split(run_dir, graph, "train"), count)
         return [{"image": x.numpy()} for x in images.split(batch)]
+    if graph.kind == "image-to-image":  # the task's real inputs (degraded training images)
+        from .quality import _image_pairs
+
+        pairs = _image_pairs(run_dir, graph, "train")
+        inputs = torch.stack([pairs[i]["input"] for i in range(min(count, len(pairs)))])
+        return [{"image": x.numpy()} for x in inputs.split(batch)]
     from ..sampling import DiffusionSampler
 
     sampler = DiffusionSampler(graph.model, batch_size=batch)

@@ -92,13 +92,18 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
 def _torch_timer(kind: str, model: nn.Module, steps: int | None) -> Callable[[int], Callable[[], Any]]:
     from ..sampling import make_sampler
 
-    if kind == "classifier":
+    if kind in ("classifier", "image-to-image"):
         from ..evaluation import classifier_shape
+        from ..faces import face_of
 
-        size, ch = classifier_shape(model)
+        if kind == "image-to-image":
+            shape = face_of(model).input_shape
+        else:
+            size, ch = classifier_shape(model)
+            shape = (ch, size, size)
 
         def make(b):
-            x = torch.randn(b, ch, size, size)
+            x = torch.randn(b, *shape)
             return lambda: _no_grad(model, x)
         return make
     sampler = make_sampler(model, steps=steps if kind == "diffusion" else None)
@@ -124,6 +129,7 @@ def _torchscript_timer(graph: Graph, student: nn.Module, scripted) -> Callable[[
 
 
 def _ort_timer(graph: Graph, student: OnnxStudent) -> Callable[[int], Callable[[], Any]]:
-    if graph.kind == "classifier":
-        return lambda b: (lambda x=np.random.default_rng(0).standard_normal((b, *graph.shape), dtype=np.float32): student.logits(x))
+    if graph.kind in ("classifier", "image-to-image"):
+        run = student.logits if graph.kind == "classifier" else student.map
+        return lambda b: (lambda x=np.random.default_rng(0).standard_normal((b, *graph.shape), dtype=np.float32): run(x))
     return lambda b: (lambda: student.sample(b, rng=np.random.default_rng(0)))

@@ -30,10 +30,35 @@ def _run_split(run_dir: Path, graph: Graph, split: str):
     return run_dataset(_run_config(run_dir), image_size=graph.shape[1], channels=graph.shape[0], split=split)
 
 
+def _image_pairs(run_dir: Path, graph: Graph, split: str):
+    """The run's (input, ground truth) pairs of data.task at the image-to-image network's shape."""
+    from ..evaluation import image_pairs
+
+    face = face_of(graph.model)
+    return image_pairs(_run_config(run_dir), image_size=face.image_size, channels=face.channels, split=split)
+
+
+def _mapped(v: Any, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(v, nn.Module):
+        with torch.no_grad():
+            return v(x).float()
+    return torch.from_numpy(v.map(x.numpy()))
+
+
 def variant_quality(run_dir: Path, graph: Graph, variants: dict[str, Any], *, seeds: list[int] | None = None) -> dict[str, dict]:
     """Every variant (name -> a PyTorch module or an OnnxStudent) measured the same way as the run measured its
     student: FID/KID/precision/recall on the run's eval seeds for samplers, accuracy/macro-F1/errors for classifiers."""
     cfg = _run_config(run_dir)
+    if graph.kind == "image-to-image":  # PSNR / SSIM on the held-out pairs, as the run measured its student
+        from ..evaluation import held_out
+        from ..metrics.restoration import psnr_ssim
+
+        test = _image_pairs(run_dir, graph, "test" if held_out(cfg) else "train")
+        x, y = torch.stack([p["input"] for p in test]), torch.stack([p["image"] for p in test])
+        out = {name: psnr_ssim(_mapped(v, x), y) for name, v in variants.items()}
+        for q in out.values():
+            q["psnr_drop_db"] = round(out["pytorch"]["psnr"] - q["psnr"], 3)
+        return out
     if graph.kind == "classifier":
         from ..metrics.classify import classification_scores, predict
 
@@ -67,6 +92,16 @@ def _variant_grid(graph: Graph, variants: dict[str, Any], path: Path, n: int = 3
     from ..report import save_side_by_side
     from ..sampling import make_sampler
 
+    if graph.kind == "image-to-image":  # the same inputs through every variant
+        x = graph.random_inputs(n, torch.Generator().manual_seed(0))[0]
+        run_dir = getattr(graph.model, "kdgen_path", None)
+        run_dir = Path(run_dir).parent if run_dir is not None else None
+        if run_dir is not None and (run_dir / "config.yaml").is_file():
+            pairs = _image_pairs(run_dir, graph, "train")
+            x = torch.stack([pairs[i]["input"] for i in range(min(n, len(pairs)))])
+        panels = {name: _mapped(v, x) for name, v in variants.items()}
+        save_side_by_side(panels, path, nrow=6)
+        return {"file": f"export/{SAMPLES_FILE}", "panels": list(panels), "n": len(x)}
     ref = make_sampler(graph.model, batch_size=n)
     panels = {name: (ref if isinstance(v, nn.Module) else OrtSampler(v, batch_size=ref.batch_size)).sample(n, 0) for name, v in variants.items()}
     save_side_by_side(panels, path, nrow=6)

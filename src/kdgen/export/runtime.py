@@ -85,6 +85,9 @@ def sampler_spec(graph: Graph, *, batch_size: int = 500) -> dict[str, Any]:
         return {**spec, **({"z_dim": z[0]} if len(z) == 1 else {}), "z_shape": list(z), "value_range": [-1, 1]}
     if graph.kind == "classifier":
         return {**spec, "shape": list(graph.shape), "num_classes": face_of(graph.model).num_classes}
+    if graph.kind == "image-to-image":
+        return {**spec, "shape": list(graph.shape), "out_shape": list(face_of(graph.model).image_shape), "value_range": [-1, 1],
+                "fully_convolutional": False}  # exported at the training size; kdgen video tiles bigger frames
     m = graph.model
     sched = m.make_scheduler()
     sched.set_timesteps(int(m.steps))

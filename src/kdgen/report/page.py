@@ -218,7 +218,8 @@ def _deployment_section(run: Path, metrics: dict) -> str:
         grid = (metrics["export"].get("onnx") or {}).get("samples")
         if grid and (run / grid["file"]).is_file():
             names = " | ".join(EXPORT_VARIANTS.get(p, p) for p in grid["panels"])
-            parts.append(f"<p>{escape(names)}, the same noise (seed {grid['seed']})</p>" + _img((run / grid["file"]).read_bytes(), "export variants"))
+            same = f"the same noise (seed {grid['seed']})" if "seed" in grid else "the same inputs"
+    parts.append(f"<p>{escape(names)}, {same}</p>" + _img((run / grid["file"]).read_bytes(), "export variants"))
     if (metrics.get("latency") or {}).get("rows"):
         parts.append("<h3>latency where it runs</h3>" + _markdown_tables(latency_table(metrics["latency"])))
     return "".join(parts)

@@ -132,11 +132,13 @@ def export_table(block: dict) -> str:
             lines.append(f"| onnx sampler, {sp['steps']} steps, {sp['n']} images | - | - | {sp['max_abs']:.2e} (tol {sp['tolerance']:.0e}) | - |")
     quality = (block.get("onnx") or {}).get("quality")
     if quality:
-        key = "accuracy" if "accuracy" in quality.get("pytorch", {}) else "fid"
-        lines += ["", f"| variant | {key} | {key} / PyTorch's |" + (" KID x1000 |" if key == "fid" else " errors |"),
-                  "|---|---:|---:|---:|"]
+        first = quality.get("pytorch", {})
+        key = next((k for k in ("accuracy", "psnr") if k in first), "fid")
+        third = {"fid": " KID x1000 |", "psnr": " SSIM | dB below PyTorch |"}.get(key, " errors |")
+        lines += ["", f"| variant | {key} | {key} / PyTorch's |" + third, "|---|---:|---:|---:|" + ("---:|" if key == "psnr" else "")]
         for name, q in quality.items():
-            tail = f"{q['kid'] * 1000:.2f}" if key == "fid" else f"{q.get('errors', '-')}"
+            tail = {"fid": lambda: f"{q['kid'] * 1000:.2f}", "psnr": lambda: f"{q['ssim']:.4f} | {q['psnr_drop_db']:.2f}"}.get(
+                key, lambda: f"{q.get('errors', '-')}")()
             lines.append(f"| {EXPORT_VARIANTS.get(name, name)} | {q[key]:.4g} | {q[f'{key}_vs_pytorch']:.3f} | {tail} |")
     return "\n".join(lines)
 
