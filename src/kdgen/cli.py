@@ -192,6 +192,27 @@ def bench_latency(
     typer.echo(f"\nmetrics: {run / 'metrics.json'} (latency)")
 
 
+@app.command()
+def video(
+    run: Path = typer.Argument(..., help="an image-to-image run folder (kdgen distill wrote it)"),
+    input: Path = typer.Argument(..., help="the video to run teacher and student over (.mp4, .mkv, .webm ...)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the side-by-side video (default RUN/video/INPUT-RUNTIME.mp4)"),
+    runtime: str = typer.Option("torch", "--runtime", help="torch | onnx | int8 (onnx and int8 need `kdgen export RUN` first)"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's own)"),
+) -> None:
+    """Teacher and student over every frame of a video: input | teacher | student side by side, and each one's frames/s."""
+    from .video import video as run_video
+
+    r = run_video(run, input, out=out, runtime=runtime, max_frames=max_frames, threads=threads)
+    typer.echo(f"| model | frames/s (batch 1, {r['runtime']}) | how frames of {r['model_input'][0]}x{r['model_input'][1]} ran |\n|---|---:|---|")
+    for name in ("teacher", "student"):
+        typer.echo(f"| {name} | {r['fps'][name]:.1f} | {r['mode'][name]} |")
+    s = r["seconds"]
+    typer.echo(f"\n{r['frames']} frames; student {r['student_vs_teacher_fps']:.1f}x the teacher's frames/s; decoding {s['decode']:.2f} s, "
+               f"encoding {s['encode']:.2f} s (not in the frames/s)\nvideo: {r['output']}\nmetrics: {Path(run) / 'metrics.json'} (video)")
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Datasets built from installed packages.")
 app.add_typer(data_app, name="data")
 

@@ -128,3 +128,61 @@ def test_an_image_to_image_student_exports_with_parity_and_int8_psnr(sr_teacher,
     with torch.no_grad():
         want = kdgen.load_model(run / "student")(torch.from_numpy(x)).numpy()
     assert abs(onnx.map(x) - want).max() < 1e-4
+
+
+def _make_video(path, w, h, n):
+    import av
+    import numpy as np
+
+    c = av.open(str(path), "w")
+    s = c.add_stream("mpeg4", rate=10)
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    for i in range(n):
+        f = np.full((h, w, 3), 255, np.uint8)
+        f[2:8, i % (w - 6): i % (w - 6) + 6] = (200, 30, 30)  # a square moving right
+        for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+
+
+def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher, tmp_path, monkeypatch, capsys):
+    """A 22x14 video (not the 16 px training size, not a multiple of the U-Net's stride): sr4 makes 88x56 inputs, run fully
+    convolutionally in torch and tiled in onnxruntime; the output shows input | teacher | student for every frame."""
+    import av
+    from test_cli import run_cli
+
+    out, _ = sr_teacher
+    run = tmp_path / "s"
+    kdgen.distill("configs/img2img/emoji-sr4.yaml", [f"teacher.path={out / 'teacher'}", f"out={run}", "data.name=digits",
+                                                     "data.image_size=16", "data.channels=1", "train.steps=2", "eval.enabled=false", *QUIET])
+    clip = tmp_path / "clip.mp4"
+    _make_video(clip, 22, 14, 7)
+    code, _, err = run_cli(monkeypatch, capsys, "video", str(run), str(clip), "--runtime", "onnx")
+    assert code == 2 and "run `kdgen export" in err  # the student's graph first
+    code, stdout, err = run_cli(monkeypatch, capsys, "video", str(run), str(clip), "--out", str(tmp_path / "side.mp4"))
+    assert code == 0, err
+    assert "| teacher |" in stdout and "fully convolutional" in stdout
+    with av.open(str(tmp_path / "side.mp4")) as c:
+        frames = list(c.decode(c.streams.video[0]))
+    assert len(frames) == 7 and (frames[0].width, frames[0].height) == (3 * 88, 56)
+    kdgen.export(run, measure_quality=False)
+    from kdgen.video import video
+
+    rec = video(run, clip, runtime="onnx", max_frames=3)
+    assert rec["frames"] == 3 and rec["mode"] == {"teacher": "tiled 16x16", "student": "tiled 16x16"}
+    assert rec["model_input"] == [56, 88] and rec["output_size"] == [56, 88] and min(rec["fps"].values()) > 0
+    assert (run / "video" / "teacher-graph" / "student.onnx").is_file()  # the teacher's own graph, same runtime
+    m = json.loads((run / "metrics.json").read_text())["video"]
+    assert set(m) == {"torch", "onnx"} and m["torch"]["frames"] == 7
+    (tmp_path / "not.mp4").write_text("hello")
+    with pytest.raises(KdgenError, match="is not a video PyAV can read"):
+        video(run, tmp_path / "not.mp4")
+
+
+def test_tiling_stitches_back_exactly():
+    from kdgen.video import tiled
+
+    x = torch.randn(1, 2, 21, 35)
+    assert torch.equal(tiled(lambda b: b * 2, x, 8), x * 2)
