@@ -285,12 +285,20 @@ def evaluate_image_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Modul
                     "vs_teacher": psnr_ssim(s_out, t_out)},
         "input": psnr_ssim(x if x.shape[1] == y.shape[1] else x.expand_as(y), y),
     }
+    extractor, space = run_features(cfg, face.channels)  # FID / KID of the outputs against the ground truth, in the data's space
+    metric = QualityMetric(extractor, y, batch_size=cfg.eval.batch_size, k=cfg.eval.k)
+    for who, images in (("teacher", t_out), ("student", s_out)):
+        q = metric.score(images)
+        metrics[who].update({"fid": q["fid"], "kid": q["kid"], "precision": q["precision"], "recall": q["recall"]})
     notes = list(caveats or [])
+    notes.append(f"FID / KID of {len(y)} outputs against the {len(y)} ground-truth images of the same inputs: few images, so a "
+                 "biased FID - compare teacher and student with each other, not with other papers")
     if not split:
         notes.append(f"{cfg.data.name} has no held-out split: PSNR / SSIM are measured on the training images")
     metrics["protocol"] = {"kind": "image-to-image", **test.record(), "reference": f"{cfg.data.name} {'held-out split' if split else '(the training set)'}",
                            "reference_count": len(test), "image_size": face.image_size, "channels": face.channels,
                            "in_channels": face.input_shape[0], "metrics": "PSNR (dB, data range 1) and SSIM (torchmetrics) in [0, 1]",
+                           "feature_net": space,
                            "caveats": notes}
     if split_info(cfg.data) is not None:
         metrics["protocol"]["split"] = split_info(cfg.data)

@@ -84,7 +84,7 @@ def test_a_student_distilled_from_it_is_smaller_measured_and_reloads(sr_teacher,
         "train.steps=4", "student.width=0.5", *QUIET])
     t, s = res.metrics["teacher"], res.metrics["student"]
     assert s["macs"] < 0.5 * t["macs"] and s["params"] < 0.5 * t["params"]
-    assert set(s["vs_teacher"]) == {"psnr", "ssim"} and "psnr" in res.metrics["input"]
+    assert set(s["vs_teacher"]) == {"psnr", "ssim"} and "psnr" in res.metrics["input"] and s["fid"] > 0 and t["fid"] > 0
     assert res.metrics["train"]["task"]["task"] == "sr4"
     assert "| PSNR vs ground truth (dB) |" in res.table and "the degraded input itself" in res.table
     student = kdgen.load_model(tmp_path / "s" / "student")
