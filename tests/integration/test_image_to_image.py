@@ -186,3 +186,18 @@ def test_tiling_stitches_back_exactly():
 
     x = torch.randn(1, 2, 21, 35)
     assert torch.equal(tiled(lambda b: b * 2, x, 8), x * 2)
+
+
+@pytest.mark.parametrize("family, args", [("pix2pix-unet", {"depth": 3}), ("resnet-generator", {"n_blocks": 2})])
+def test_students_are_pruned_from_either_family(family, args, tmp_path):
+    """torch-pruning derives the narrower student from the teacher's weights (InstanceNorms included)."""
+    from kdgen.models.loading import load_model, save_model
+    from kdgen.models.students import build_student
+
+    full = {"in_channels": 1, "out_channels": 1, "image_size": 16, "base_width": 8, **args}
+    teacher = load_model(save_model(build_model(family, full), tmp_path / "t", family=family, args=full))
+    student, s_args = build_student(teacher, width=0.5, init="prune")
+    assert s_args["width"] == 0.5 and student.eval()(torch.zeros(2, 1, 16, 16)).shape == (2, 1, 16, 16)
+    first = next(n for n, p in student.named_parameters() if p.dim() == 4)
+    kept = dict(student.named_parameters())[first]
+    assert kept.shape[0] < dict(teacher.named_parameters())[first].shape[0]  # fewer output channels, taken from the teacher

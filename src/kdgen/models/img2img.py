@@ -9,7 +9,8 @@
 Both generators map an image [n, in_channels, H, W] in [-1, 1] to an image [n, out_channels, H, W] in [-1, 1], are fully
 convolutional (any H, W divisible by 2**depth, or by 4 for the ResNet generator), and name their stages so feature taps
 and pruning can address them: `down.N` / `up.N` (U-Net) and `down.N`, `blocks.N`, `up.N` (ResNet). `width` scales every
-channel count, as in the other families.
+channel count, as in the other families. Activations are not in place: a U-Net's skip keeps the encoder's tensor as it
+was, and torch-pruning traces an InstanceNorm only when the op after it leaves its output alone.
 """
 
 from __future__ import annotations
@@ -47,18 +48,18 @@ class UNetGenerator(nn.Module):
         prev = in_channels
         for i, c in enumerate(chans):
             norm = nn.Identity() if i in (0, depth - 1) else nn.BatchNorm2d(c)  # none on the outermost and the innermost
-            act = nn.Identity() if i == 0 else nn.LeakyReLU(0.2, True)
+            act = nn.Identity() if i == 0 else nn.LeakyReLU(0.2)
             self.down.append(nn.Sequential(act, nn.Conv2d(prev, c, 4, 2, 1, bias=i in (0, depth - 1)), norm))
             prev = c
         self.up = nn.ModuleList()
         for i in reversed(range(depth)):
             c_in = chans[i] if i == depth - 1 else chans[i] * 2  # the innermost takes the bottleneck alone, the rest a concat
             if i == 0:
-                self.up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(c_in, out_channels, 4, 2, 1), nn.Tanh()))
+                self.up.append(nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(c_in, out_channels, 4, 2, 1), nn.Tanh()))
             else:
                 c_out = chans[i - 1]
                 drop = nn.Dropout(dropout) if dropout and i >= depth - 3 and i != depth - 1 else nn.Identity()
-                self.up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), drop))
+                self.up.append(nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -75,7 +76,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False), nn.InstanceNorm2d(channels, affine=True), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False), nn.InstanceNorm2d(channels, affine=True), nn.ReLU(),
             nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False), nn.InstanceNorm2d(channels, affine=True),
         )
 
@@ -99,12 +100,12 @@ class ResnetGenerator(nn.Module):
         self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
         c = [_ch(base_width, width, m) for m in (1, 2, 4)]
         norm = lambda n: nn.InstanceNorm2d(n, affine=True)  # noqa: E731
-        self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_channels, c[0], 7, bias=False), norm(c[0]), nn.ReLU(True))
-        self.down = nn.Sequential(*[nn.Sequential(nn.Conv2d(c[i], c[i + 1], 3, 2, 1, bias=False), norm(c[i + 1]), nn.ReLU(True))
+        self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_channels, c[0], 7, bias=False), norm(c[0]), nn.ReLU())
+        self.down = nn.Sequential(*[nn.Sequential(nn.Conv2d(c[i], c[i + 1], 3, 2, 1, bias=False), norm(c[i + 1]), nn.ReLU())
                                     for i in range(2)])
         self.blocks = nn.Sequential(*[ResidualBlock(c[2]) for _ in range(n_blocks)])
         self.up = nn.Sequential(*[nn.Sequential(nn.ConvTranspose2d(c[i + 1], c[i], 3, 2, 1, output_padding=1, bias=False), norm(c[i]),
-                                                nn.ReLU(True)) for i in (1, 0)])
+                                                nn.ReLU()) for i in (1, 0)])
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c[0], out_channels, 7), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,10 +122,10 @@ class PatchDiscriminator(nn.Module):
         check_positive(in_channels=in_channels, base_width=base_width, n_layers=n_layers, width=width)
         self.in_channels = in_channels
         c = [_ch(base_width, width, min(2**i, 8)) for i in range(n_layers + 1)]
-        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, c[0], 4, 2, 1), nn.LeakyReLU(0.2, True))]
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, c[0], 4, 2, 1), nn.LeakyReLU(0.2))]
         for i in range(1, n_layers + 1):
             stride = 2 if i < n_layers else 1
-            layers.append(nn.Sequential(nn.Conv2d(c[i - 1], c[i], 4, stride, 1, bias=False), nn.BatchNorm2d(c[i]), nn.LeakyReLU(0.2, True)))
+            layers.append(nn.Sequential(nn.Conv2d(c[i - 1], c[i], 4, stride, 1, bias=False), nn.BatchNorm2d(c[i]), nn.LeakyReLU(0.2)))
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Conv2d(c[-1], 1, 4, 1, 1)
 

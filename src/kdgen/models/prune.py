@@ -75,6 +75,9 @@ def prune_student(teacher: nn.Module, face: Face, *, width: float, seed: int = 0
             pruner = tp.pruner.MetaPruner(student, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=1.0 - width,
                                           pruning_ratio_dict=ratios, ignored_layers=output_layers(student, x))
             pruner.step()
+            for m in student.modules():  # torch-pruning shrinks an InstanceNorm's affine weights but not its num_features
+                if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.weight is not None:
+                    m.num_features = m.weight.numel()
         except KdgenError:
             raise
         except Exception as e:  # torch-pruning could not trace or split this graph
