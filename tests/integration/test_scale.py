@@ -85,6 +85,7 @@ def test_bf16_on_cpu_trains_and_fp16_needs_a_gpu(digits_teacher, tmp_path):
             kdgen.distill(*_distill_args(digits_teacher, tmp_path / "fp16", 32, "train.steps=1", "train.mixed_precision=fp16"))
 
 
+@pytest.mark.slow  # ~50 s of compiling on CPU; tests/integration/test_gpu_bench.py compiles a classifier run in the main suite
 def test_channels_last_and_compile_change_speed_not_the_saved_model(tiny_teacher, tmp_path):
     """A GAN run with channels_last and torch.compile saves a student with the same tensor names, reloadable as usual."""
     from conftest import tiny_overrides
