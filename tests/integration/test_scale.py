@@ -97,3 +97,13 @@ def test_channels_last_and_compile_change_speed_not_the_saved_model(tiny_teacher
     assert _weights(tmp_path / "c").keys() == _weights(tmp_path / "p").keys()
     assert kdgen.load_model(tmp_path / "c" / "student") is not None
     assert plain.metrics["train"]["compile"] is False
+
+
+def test_channels_last_trains_and_saves_an_ordinary_student(tiny_teacher, tmp_path):
+    from conftest import tiny_overrides
+
+    res = kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, tmp_path / "c", steps=2, **{
+        "eval.enabled": "false", "train.channels_last": "true"}))
+    assert res.metrics["train"]["channels_last"] is True
+    student = kdgen.load_model(tmp_path / "c" / "student")
+    assert student(torch.zeros(2, 16)).is_contiguous()  # saved and reloaded in the ordinary layout
