@@ -272,12 +272,16 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     generator = build_model(cfg.model.family, args)
     d_args = {"base_width": 64, "n_layers": 2, **dict(train_args.get("discriminator") or {}), "in_channels": c_in + c_out}
     discriminator = build_model("patchgan-discriminator", d_args)
+    from .evaluation import held_out
+
     train = image_pairs(cfg, image_size=size, channels=ch, split="train")
-    test = image_pairs(cfg, image_size=size, channels=ch, split="test")
+    split = held_out(cfg)
+    test = image_pairs(cfg, image_size=size, channels=ch, split="test" if split else "train", fixed=True)
     shown = [test[i] for i in range(min(8, len(test)))]
     method = Pix2PixTraining(generator, discriminator, l1_weight=train_args.get("l1_weight", 100.0),
                              adversarial_weight=train_args.get("adversarial_weight", 1.0),
-                             preview_pairs={k: torch.stack([s[k] for s in shown]) for k in ("input", "image")})
+                             preview_pairs={k: torch.stack([s[k] for s in shown]) for k in ("input", "image")},
+                             degradation=train.degradation)
     out, trained = train_run(method, train, cfg, resume)
     if not trained.is_main:
         return Result(out)
@@ -290,7 +294,8 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     save_grid(method.preview(24, module=trained.student), out / "samples" / "teacher.png", nrow=3)
     metrics = {"train": train_record(trained), "teacher": {**psnr_ssim(y_hat, y), "params": sum(p.numel() for p in generator.parameters())},
                "input": psnr_ssim(x if x.shape[1] == y.shape[1] else x.expand_as(y), y),
-               "protocol": {"kind": "image-to-image", **record, "reference": f"{cfg.data.name} held-out split", "reference_count": len(test)}}
+               "protocol": {"kind": "image-to-image", **record, "reference": f"{cfg.data.name} {'held-out split' if split else '(the training set)'}",
+                            "reference_count": len(test)}}
     write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.total_seconds)
 

@@ -108,13 +108,16 @@ def draw_shards(folder: Path, spec: dict, parts: int, make, *, prefix: str = "pa
 
 
 def _intact(f: Path) -> bool:
-    if not f.is_file():
+    """A shard counts when it and its sha256 are both there and agree; a shard without one (its write was killed between
+    the two) or a damaged one is drawn again - its sha256 removed first, so no other process takes it as done."""
+    if not f.is_file() or not checksum_path(f).is_file():
         return False
     try:
         verify_checksum(f)
     except KdgenError as e:
         log.warning("%s; drawing that shard again", e)
-        f.unlink()
+        checksum_path(f).unlink(missing_ok=True)
+        f.unlink(missing_ok=True)
         return False
     return True
 
@@ -123,7 +126,7 @@ def _wait_for(names: list[Path], wait_seconds: float) -> None:
     """Every shard written (by this process or the others); a rank that never writes its share is a sentence, not a hang."""
     deadline = time.monotonic() + wait_seconds
     while True:
-        missing = [f for f in names if not checksum_path(f).is_file()]
+        missing = [f for f in names if not (f.is_file() and checksum_path(f).is_file())]
         if not missing:
             return
         if time.monotonic() > deadline:

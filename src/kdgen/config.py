@@ -329,20 +329,22 @@ def _load_yaml(text: str) -> Any:
         raise _UnreadableYaml("nests too deep to read") from None
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         raise _UnreadableYaml(f"holds a YAML value that cannot be read ({type(e).__name__}: {str(e)[:80]})") from None
-    _check_nesting(value, set(), 0)
+    _check_nesting(value, set(), 0, set())
     return value
 
 
-def _check_nesting(value: Any, seen: set[int], depth: int) -> None:
-    if not isinstance(value, (dict, list)):
+def _check_nesting(value: Any, above: set[int], depth: int, done: set[int]) -> None:
+    """No value inside itself, none deeper than MAX_DEPTH; each shared (aliased) node is walked once, so a YAML bomb of
+    nested aliases costs its size, not its expansion."""
+    if not isinstance(value, (dict, list)) or id(value) in done:
         return
-    if id(value) in seen:
+    if id(value) in above:
         raise _UnreadableYaml("holds a value that contains itself (a YAML alias inside its own anchor)")
     if depth > MAX_DEPTH:
         raise _UnreadableYaml(f"nests deeper than {MAX_DEPTH} levels")
-    seen = seen | {id(value)}
     for v in (value.values() if isinstance(value, dict) else value):
-        _check_nesting(v, seen, depth + 1)
+        _check_nesting(v, above | {id(value)}, depth + 1, done)
+    done.add(id(value))
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -38,12 +38,14 @@ def run_dataset(cfg: RunConfig, *, image_size: int, channels: int, split: str = 
     return data_split(cfg.data, split, image_size=image_size, channels=channels)
 
 
-def image_pairs(cfg: RunConfig, *, image_size: int, channels: int, split: str) -> torch.utils.data.Dataset:
-    """The run's images as (degraded input, clean image) pairs of data.task; held-out pairs are fixed by data.split_seed."""
+def image_pairs(cfg: RunConfig, *, image_size: int, channels: int, split: str, fixed: bool | None = None) -> torch.utils.data.Dataset:
+    """The run's images as (degraded input, clean image) pairs of data.task. Held-out pairs (and any with `fixed`) carry
+    their input, drawn from (data.split_seed, index); training items carry the clean image, degraded in the training step."""
     from .data.paired import PairedTask
 
     images = run_dataset(cfg, image_size=image_size, channels=channels, split=split)
-    return PairedTask(images, cfg.data.task, noise_sigma=cfg.data.noise_sigma, seed=cfg.data.split_seed, fixed=split != "train")
+    return PairedTask(images, cfg.data.task, noise_sigma=cfg.data.noise_sigma, seed=cfg.data.split_seed,
+                      fixed=split != "train" if fixed is None else fixed)
 
 
 def held_out(cfg: RunConfig) -> bool:

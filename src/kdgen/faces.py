@@ -154,6 +154,10 @@ class ImageToImage(_Wrapped):
         if out.dim() != 4:
             raise KdgenError(f"{type(module).__name__} maps images {shape} to shape {tuple(out.shape[1:])}; an image-to-image "
                              "model must return images [n, C, H, W]")
+        if tuple(out.shape[2:]) != tuple(shape[1:]):
+            raise KdgenError(f"{type(module).__name__} maps {shape[1]}x{shape[2]} images to {out.shape[2]}x{out.shape[3]}; kdgen's "
+                             "image-to-image face keeps the size (super-resolution takes the enlarged image, as data.task=sr4 "
+                             "makes it) - wrap a module that does, e.g. one that upsamples its input first")
         self.face = Face("image-to-image", image_shape=tuple(int(s) for s in out.shape[1:]), in_channels=shape[0])
 
 

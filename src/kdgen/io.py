@@ -53,10 +53,15 @@ def atomic_write_bytes(path: Path, data: bytes, *, checksum: bool = False) -> No
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if checksum:  # the old sha256 goes first: a crash before the new one is written leaves a file that loads unchecked,
+            checksum_path(path).unlink(missing_ok=True)  # never a good file next to a stale sha256
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if checksum and path.is_file() and not checksum_path(path).is_file():  # the old file stays: so does its sha256
+            with contextlib.suppress(OSError):
+                write_checksum(path)
         if isinstance(e, OSError) and e.errno is not None:
             raise type(e)(e.errno, e.strerror, str(path)) from None
         raise

@@ -35,19 +35,25 @@ SAMPLER_JSON = "sampler.json"
 
 
 def _verify_checksum(path: Path) -> None:
-    """The graph against the NAME.sha256 `kdgen export` wrote beside it (kdgen.io's check, without torch); none: unchecked."""
+    """The graph (and its external weights, NAME.data) against the NAME.sha256 `kdgen export` wrote beside each: kdgen.io's
+    check without torch, so this file runs where kdgen is not installed. No sha256: unchecked."""
     import hashlib
 
-    side = path.with_name(path.name + ".sha256")
-    if not side.is_file() or not path.is_file():
-        return
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != side.read_text().split()[0].lower():
-        raise KdgenError(f"'{path}' does not match the sha256 recorded in '{side.name}': the file is damaged (flipped bytes or a "
-                         "partial copy); export the run again")
+    for f in (path, path.with_name(path.name + ".data")):
+        side = f.with_name(f.name + ".sha256")
+        if not side.is_file() or not f.is_file():
+            continue
+        try:
+            recorded = side.read_text().split()[0].lower()
+        except (OSError, UnicodeDecodeError, IndexError):
+            raise KdgenError(f"the checksum file '{side}' is unreadable; export the run again") from None
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != recorded:
+            raise KdgenError(f"'{f}' does not match the sha256 recorded in '{side.name}': the file is damaged (flipped bytes or a "
+                             "partial copy); export the run again")
 
 REQUIRED = {  # what each kind of sampler.json must hold
     "generator": ["inputs"],
@@ -131,15 +137,15 @@ class OnnxStudent:
     # ------------------------------------------------------------------ running
     def logits(self, images: np.ndarray) -> np.ndarray:
         """A classifier's logits for images [n, C, H, W] (float32, in the range it was trained on)."""
-        if self.kind != "classifier":
-            raise ValueError(f"this export is a {self.kind}; logits() is for classifiers")
-        x = np.ascontiguousarray(images, dtype=np.float32)
-        return np.concatenate([self.session.run(None, {"image": x[i : i + self.batch_size]})[0] for i in range(0, len(x), self.batch_size)])
+        return self._images_in("classifier", "logits", images)
 
     def map(self, images: np.ndarray) -> np.ndarray:
         """An image-to-image network's outputs for images [n, *shape] in [-1, 1] (float32)."""
-        if self.kind != "image-to-image":
-            raise ValueError(f"this export is a {self.kind}; map() is for image-to-image networks")
+        return self._images_in("image-to-image", "map", images)
+
+    def _images_in(self, kind: str, what: str, images: np.ndarray) -> np.ndarray:
+        if self.kind != kind:
+            raise ValueError(f"this export is a {self.kind}; {what}() is for {kind} exports")
         x = np.ascontiguousarray(images, dtype=np.float32)
         return np.concatenate([self.session.run(None, {"image": x[i : i + self.batch_size]})[0] for i in range(0, len(x), self.batch_size)])
 

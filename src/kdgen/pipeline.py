@@ -436,7 +436,7 @@ def plan_image_to_image(cfg: RunConfig, teacher: nn.Module, face: Face, given: A
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=face.image_size,
                       channels=face.channels, z_shape=face.input_shape, in_channels=face.input_shape[0])
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.input_shape,
-                                preview_inputs=preview, real_from_teacher=task == "none")
+                                preview_inputs=preview, real_from_teacher=task == "none", degradation=dataset.degradation)
     record = lambda: {"task": dataset.record()}  # noqa: E731
     return Plan(method, dataset, evaluate_image_pair, lambda m, folder: save_any(m, folder), record)
 

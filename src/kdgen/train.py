@@ -144,7 +144,7 @@ class Trainer:
         self.base_lrs = [[g["lr"] for g in o.param_groups] for o in self.optimizers]
         self.ema = EMA(self._unwrapped.student, ema) if ema > 0 else None
         self._earlier: list[dict] = []  # the segments before this one, from the checkpoint
-        self._resume_samples = 0  # the images drawn before this segment
+        self._position = (0, 0)  # the data position: (epoch, images of it drawn by all processes); the loop keeps it current
         self._segment = (0, time.perf_counter())  # (first step, start time) of this one
 
     @property
@@ -167,7 +167,8 @@ class Trainer:
             "ema_updates": self.ema.updates if self.ema else 0,
             "optimizers": [o.state_dict() for o in self.optimizers],
             "segments": self._segments(step),
-            "samples_seen": self._samples_seen(step),  # the data position, in images: a resume continues there at any batch shape
+            # the data position as (epoch, images into it): a resume at another batch shape (world size, grad_accum) continues there
+            "data_position": list(self._position),
             "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
         }
         atomic_torch_save(state, self.out / STATE_FILE)
@@ -192,17 +193,16 @@ class Trainer:
             self._earlier = [dict(s) for s in state.get("segments", [])]
             if self.acc.scaler is not None and state.get("scaler"):
                 self.acc.scaler.load_state_dict(state["scaler"])
-            self._resume_samples = int(state.get("samples_seen", self._samples_seen(step)))
+            if "data_position" in state:
+                self._position = (int(state["data_position"][0]), int(state["data_position"][1]))
+            else:  # an older checkpoint: step x batches of this shape
+                self._position = divmod(step * self.grad_accum, len(self.loader))
+                self._position = (self._position[0], self._position[1] * self._global_batch())
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise KdgenError(f"checkpoint '{path}' does not fit this run ({msg}); resume with the config that wrote it") from None
         self._restore_rng(state, step)
         return step
-
-    def _samples_seen(self, step: int) -> int:
-        """Training images drawn by all processes once `step` steps are done (this segment's batch shape)."""
-        first = self._segment[0]
-        return self._resume_samples + (step - first) * self.grad_accum * self._global_batch()
 
     def _segments(self, step: int) -> list[dict]:
         first, t0 = self._segment
@@ -256,7 +256,7 @@ class Trainer:
                                processes=self.acc.num_processes, segments=self._earlier, settings=self.settings)
         writer = self._writer()
         bar = tqdm(total=self.steps, initial=start, disable=not self.acc.is_main_process, dynamic_ncols=True, desc="train")
-        batches = self._batches(self._resume_samples // self._global_batch())
+        batches = self._batches(*self._position)
         logs: dict[str, float] = {}
         last_good = start
         t0 = time.perf_counter()
@@ -330,15 +330,24 @@ class Trainer:
     def _global_batch(self) -> int:
         return self.loader.total_batch_size if hasattr(self.loader, "total_batch_size") else self.loader.batch_size
 
-    def _batches(self, start: int):
-        per_epoch = len(self.loader)
-        epoch, skip = divmod(start, per_epoch)
-        while True:  # the same order as an uninterrupted run: epoch e is shuffled by seed + e
+    def _batches(self, epoch: int, images: int):
+        """Batches from `images` into `epoch` on, in the same order as an uninterrupted run (epoch e is shuffled by seed + e),
+        keeping self._position current. A position the batch shape does not divide starts at the batch holding it."""
+        gb = self._global_batch()
+        skip, rest = divmod(images, gb)
+        if rest:
+            log.warning("the checkpoint stopped %d images into a batch of this shape (%d); continuing from that batch's start",
+                        rest, gb)
+        if skip >= len(self.loader):  # past the last full batch of this shape: the next epoch
+            epoch, skip = epoch + 1, 0
+        while True:
             self.loader.set_epoch(epoch)
             loader = self.acc.skip_first_batches(self.loader, skip) if skip else self.loader
-            for batch in loader:
+            for i, batch in enumerate(loader, start=skip + 1):
+                self._position = (epoch, i * gb)
                 yield batch
             epoch, skip = epoch + 1, 0
+            self._position = (epoch, 0)
 
     def _writer(self):
         if not self.acc.is_main_process:

@@ -17,6 +17,7 @@ quantized) by this command into RUN/video/teacher-graph/, so both models are tim
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -107,27 +108,26 @@ def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | Non
     student = run_dir / "export" / (ONNX_FILE if runtime == "onnx" else INT8_FILES["dynamic"])
     if not student.is_file():
         raise KdgenError(f"'{student}' is missing; run `kdgen export {run_dir}{' --quantize int8' if runtime == 'int8' else ''}` first")
+    from .io import checksum_path, swapped_folder, verify_checksum, write_checksum
+
     folder = run_dir / "video" / "teacher-graph"
-    fp32 = folder / ONNX_FILE
-    if not fp32.is_file():
+    fp32, q = folder / ONNX_FILE, folder / INT8_FILES["dynamic"]
+    if not (fp32.is_file() and checksum_path(fp32).is_file() and (runtime == "onnx" or checksum_path(q).is_file())):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
         from .export.graph import Graph, _check_parity, parity
         from .export.runtime import _ort_runner, export_onnx
 
-        folder.mkdir(parents=True, exist_ok=True)
-        graph = Graph(teacher)
-        export_onnx(graph, fp32)
-        _check_parity("teacher ONNX", parity(graph, _ort_runner(graph, fp32)))
-        from .io import write_checksum
-
-        write_checksum(fp32)
-    if runtime == "onnx":
-        return fp32, student
-    q = folder / INT8_FILES["dynamic"]
-    if not q.is_file():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8)
-    return q, student
+        with swapped_folder(folder) as stage:  # built and checked aside, swapped in whole: never a half-made graph reused
+            graph = Graph(teacher)
+            export_onnx(graph, stage / ONNX_FILE)
+            _check_parity("teacher ONNX", parity(graph, _ort_runner(graph, stage / ONNX_FILE)))
+            quantize_dynamic(str(stage / ONNX_FILE), str(stage / q.name), weight_type=QuantType.QInt8)
+            for f in (ONNX_FILE, q.name):
+                write_checksum(stage / f)
+    graph_file = fp32 if runtime == "onnx" else q
+    verify_checksum(graph_file)
+    return graph_file, student
 
 
 def _model_input(frame: torch.Tensor, task: str, in_channels: int) -> torch.Tensor:
@@ -190,8 +190,11 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
     stream = container.streams.video[0]
     rate = stream.average_rate or 25
     seconds = {"decode": 0.0, "encode": 0.0, "teacher": 0.0, "student": 0.0}
-    tmp = dest.with_name(f".{dest.name}.tmp.mp4")
-    writer, vstream, frames, sizes = av.open(str(tmp), mode="w"), None, 0, {}
+    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}.get(dest.suffix.lower())
+    if fmt is None:
+        raise KdgenError(f"--out '{dest}' has no video suffix kdgen writes; use .mp4, .mkv, .mov, .webm or .avi")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")  # the name clean_temp_files removes if this process is killed
+    writer, vstream, frames, sizes, done = av.open(str(tmp), mode="w", format=fmt), None, 0, {}, False
     try:
         decoder = container.decode(stream)
         while max_frames is None or frames < max_frames:
@@ -229,11 +232,13 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
             for packet in vstream.encode():
                 writer.mux(packet)
             seconds["encode"] += time.perf_counter() - t0
+        done = True
     finally:
         writer.close()
         container.close()
+        if not done or not frames:
+            tmp.unlink(missing_ok=True)
     if not frames:
-        tmp.unlink(missing_ok=True)
         raise KdgenError(f"'{src}' has no frames kdgen could decode; give another video")
     tmp.replace(dest)
     fps = {k: frames / max(seconds[k], 1e-9) for k in ("teacher", "student")}

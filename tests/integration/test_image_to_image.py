@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import kdgen
-from kdgen.data.paired import PairedTask, degrade, task_channels
+from kdgen.data.paired import PairedTask, degrade, task_channels, with_input
 from kdgen.errors import KdgenError
 from kdgen.faces import face_of
 from kdgen.models.loading import build_model
@@ -34,7 +34,9 @@ def test_degradations_are_what_they_say_and_held_out_pairs_are_fixed():
     fixed = PairedTask(data, "denoise", seed=3, fixed=True)
     assert torch.equal(fixed[2]["input"], fixed[2]["input"]) and not torch.equal(fixed[2]["input"], fixed[1]["input"] - x[1] + x[2])
     fresh = PairedTask(data, "denoise", fixed=False)
-    assert not torch.equal(fresh[2]["input"], fresh[2]["input"])  # training: a new draw each time
+    assert "input" not in fresh[2] and fresh.degradation == ("denoise", 0.2)  # training: the method degrades each batch
+    batch = with_input({"image": x}, fresh.degradation)
+    assert batch["input"].shape == x.shape and with_input(batch, fresh.degradation)["input"] is batch["input"]  # once per batch
 
 
 @pytest.mark.parametrize("family, args", [("pix2pix-unet", {"depth": 3, "dropout": 0.5}), ("resnet-generator", {"n_blocks": 2})])
@@ -92,19 +94,30 @@ def test_a_student_distilled_from_it_is_smaller_measured_and_reloads(sr_teacher,
     assert (tmp_path / "s" / "samples" / "teacher_vs_student.png").is_file()
 
 
-def test_unpaired_inputs_distil_from_the_teachers_outputs_alone(sr_teacher, tmp_path):
+def test_unpaired_inputs_distil_from_the_teachers_outputs_alone(sr_teacher, tmp_path, monkeypatch):
     """data.task=none: the inputs are the images themselves; the adversarial term's real images are the teacher's outputs."""
+    from kdgen.methods.adversarial import AdversarialTerm
+
     out, _ = sr_teacher
     teacher = kdgen.load_model(out / "teacher")
     seen = []
-    teacher.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    plain = AdversarialTerm.discriminator_loss
+
+    def spy(self, real, fake, condition=None):
+        seen.append((real.detach().clone(), condition.detach().clone()))
+        return plain(self, real, fake, condition=condition)
+
+    monkeypatch.setattr(AdversarialTerm, "discriminator_loss", spy)
     with pytest.raises(KdgenError, match="colorize needs colour images"):  # a task the grey teacher cannot take
         kdgen.distill("configs/img2img/emoji-sr4.yaml", [f"out={tmp_path / 'x'}", "data.name=digits", "data.task=colorize",
                                                          "train.steps=1"], teacher=teacher)
     res = kdgen.distill("configs/img2img/emoji-sr4.yaml", [f"out={tmp_path / 'u'}", "data.name=digits", "data.image_size=16",
                                                            "data.channels=1", "data.task=none", "train.steps=2", "eval.enabled=false",
                                                            *QUIET], teacher=teacher)
-    assert res.metrics["train"]["task"]["task"] == "none" and len(seen) > 4
+    assert res.metrics["train"]["task"]["task"] == "none" and len(seen) == 2  # one discriminator phase per step
+    for real, condition in seen:  # its real images were the teacher's outputs for the inputs, not the inputs themselves
+        with torch.no_grad():
+            assert torch.allclose(real, teacher(condition), atol=1e-6) and not torch.allclose(real, condition, atol=1e-2)
 
 
 def test_an_image_teacher_without_a_task_is_a_sentence(tmp_path):

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,8 +84,12 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "state" / "last.pt"
     atomic_torch_save({"step": 1}, path)
 
-    def crash(src, dst):
-        raise OSError("disk full")
+    real = os.replace
+
+    def crash(src, dst):  # the checkpoint's rename fails; other renames (its restored sha256) go through
+        if Path(dst) == path:
+            raise OSError("disk full")
+        real(src, dst)
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
@@ -154,3 +159,20 @@ def test_cosine_schedule_follows_the_step_and_survives_resume(tmp_path):
     trainer = make(tmp_path / "b", 6)  # resumed at step 4 of a 6-step run: the rest of the same curve
     trainer.fit(resume=True)
     assert seen == pytest.approx(whole[4:])
+
+
+def test_the_data_position_is_an_epoch_and_images_into_it(tmp_path):
+    """60 images at batch 8 x grad_accum 2: 7 batches an epoch (4 images dropped), so 6 steps end 40 images into epoch 1.
+    Resumed at batch 20, the run continues at that epoch's images 40-59, the batch an uninterrupted batch-20 run draws
+    there - not at a count of images that would ignore each epoch's dropped remainder."""
+    data = TensorImageDataset(torch.randn(60, 1, 2, 2, generator=torch.Generator().manual_seed(0)))
+    first = Trainer(Regress(), data, out_dir=tmp_path, steps=6, lr=0.05, batch_size=8, grad_accum=2, checkpoint_every=6, sample_every=100)
+    first.fit()
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["data_position"] == [1, 40]
+    again = Trainer(Regress(), data, out_dir=tmp_path, steps=7, lr=0.05, batch_size=20, checkpoint_every=6, sample_every=100)
+    again.load_state()
+    resumed = next(again._batches(*again._position))["image"]
+    fresh = Trainer(Regress(), data, out_dir=tmp_path / "f", steps=6, lr=0.05, batch_size=20, sample_every=100)
+    seq = fresh._batches(0, 0)
+    want = [next(seq)["image"] for _ in range(6)][5]  # epoch 0: three batches; epoch 1: the third is images 40-59
+    assert torch.equal(resumed, want)

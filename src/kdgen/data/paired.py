@@ -6,8 +6,10 @@
     colorize   the image's luma (ITU-R BT.601 weights) as a 1-channel input, the colour image as the target
     none       input = target (unpaired data: a user with only input images distils from the teacher's outputs)
 
-The degradation of image i is drawn from (seed, i) when `fixed` (held-out pairs: the same for every run and model) and
-from the global torch stream otherwise (training: a fresh draw each time, restored exactly on resume).
+The degradation of image i is drawn from (seed, i) when `fixed` (held-out pairs: the same for every run and model). Training
+items carry the clean image only: the method degrades each batch inside its training step (`with_input`), from the
+global torch stream that checkpoints restore, so a resumed run draws the noise an uninterrupted one would (a loader
+fetching a batch ahead would otherwise draw it before the checkpoint and again after it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def degrade(images: torch.Tensor, task: str, *, noise_sigma: float = 0.2, genera
     raise KdgenError(f"unknown data.task '{task}'; use one of {', '.join(TASKS)}")
 
 
+def with_input(batch: dict, degradation: tuple[str, float] | None) -> dict:
+    """The batch with its task input: as the data gave it (held-out pairs), or degraded now from the clean images - once
+    per batch, stored in the batch so every phase of the step sees the same input."""
+    if "input" not in batch:
+        if degradation is None:
+            raise KdgenError("this batch has no 'input' images and no task to make them from; give pairs with an 'input' key")
+        task, sigma = degradation
+        batch["input"] = degrade(batch["image"], task, noise_sigma=sigma)
+    return batch
+
+
 class PairedTask(torch.utils.data.Dataset):
     """Items {"input": degraded, "image": clean[, "label"]} over a dataset whose items are {"image": ...} dicts."""
 
@@ -61,10 +74,14 @@ class PairedTask(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = dict(self.images[i])
-        clean = item["image"]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(i)) if self.fixed else None
-        item["input"] = degrade(clean[None], self.task, noise_sigma=self.noise_sigma, generator=gen)[0]
+        if self.fixed:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(i))
+            item["input"] = degrade(item["image"][None], self.task, noise_sigma=self.noise_sigma, generator=gen)[0]
         return item
+
+    @property
+    def degradation(self) -> tuple[str, float]:
+        return self.task, self.noise_sigma
 
     def record(self) -> dict:
         """What a run records of its degradation."""

@@ -78,7 +78,9 @@ def _commit(stage: Path, folder: Path, *, stale: tuple[str, ...] = ()) -> None:
     for path in sorted(stage.iterdir()):
         if path.suffix in (".onnx", ".pt", ".data"):
             write_checksum(path)
-    for path in sorted(stage.iterdir()):
+            checksum_path(folder / path.name).unlink(missing_ok=True)  # no stale sha256 beside a new graph, even for a moment
+    staged = sorted(stage.iterdir(), key=lambda p: (p.name.endswith(".sha256"), p.name))  # every sha256 after its file
+    for path in staged:
         os.replace(path, folder / path.name)
 
 

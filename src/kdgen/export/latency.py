@@ -66,6 +66,9 @@ def bench_latency(run: str | Path, *, batches: tuple[int, ...] = (1, 64), repeat
     if not fresh(ONNX_FILE):
         raise KdgenError(f"'{folder / ONNX_FILE}' is older than the student it should hold; run `kdgen export {run_dir}` again")
     if fresh(TS_FILE):
+        from ..io import verify_checksum
+
+        verify_checksum(folder / TS_FILE)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scripted = torch.jit.load(str(folder / TS_FILE))

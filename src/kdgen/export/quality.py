@@ -31,11 +31,11 @@ def _run_split(run_dir: Path, graph: Graph, split: str):
 
 
 def _image_pairs(run_dir: Path, graph: Graph, split: str):
-    """The run's (input, ground truth) pairs of data.task at the image-to-image network's shape."""
+    """The run's (input, ground truth) pairs of data.task at the image-to-image network's shape, inputs fixed by their seed."""
     from ..evaluation import image_pairs
 
     face = face_of(graph.model)
-    return image_pairs(_run_config(run_dir), image_size=face.image_size, channels=face.channels, split=split)
+    return image_pairs(_run_config(run_dir), image_size=face.image_size, channels=face.channels, split=split, fixed=True)
 
 
 def _mapped(v: Any, x: torch.Tensor) -> torch.Tensor:

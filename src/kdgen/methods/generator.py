@@ -26,7 +26,8 @@ class GeneratorDistiller(DistillationMethod):
     truth - or, with `real_from_teacher` (unpaired data: inputs alone), the teacher's outputs (GAN Compression)."""
 
     def __init__(self, *, student: nn.Module, teacher: nn.Module | None, terms: dict[str, LossTerm], z_shape: tuple[int, ...] = (),
-                 preview_inputs: torch.Tensor | None = None, real_from_teacher: bool = False):
+                 preview_inputs: torch.Tensor | None = None, real_from_teacher: bool = False,
+                 degradation: tuple[str, float] | None = None):
         super().__init__()
         if not terms:
             raise KdgenError("no methods given; name at least one in 'methods' (see `kdgen methods`)")
@@ -42,7 +43,7 @@ class GeneratorDistiller(DistillationMethod):
         self._teacher_layers = sorted({n for t in terms.values() for n in t.teacher_layers})
         self._uses_teacher = any(t.needs_teacher for t in terms.values())
         self.teacher_layers = self._teacher_layers  # what a teacher cache must hold
-        self.conditional, self.real_from_teacher = preview_inputs is not None, real_from_teacher
+        self.conditional, self.real_from_teacher, self.degradation = preview_inputs is not None, real_from_teacher, degradation
         self._preview_z = preview_inputs if self.conditional else torch.randn(16, *self.z_shape, generator=torch.Generator().manual_seed(1234))
 
     def trainable(self, phase: str) -> Iterable[nn.Parameter]:
@@ -55,7 +56,9 @@ class GeneratorDistiller(DistillationMethod):
         real = batch["image"]
         cached = "teacher_image" in batch  # pairs from a teacher cache (kdgen.cache): the teacher does not run
         if self.conditional:
-            z = batch["input"]  # the image the task degraded: what teacher and student both map
+            from ..data.paired import with_input
+
+            z = with_input(batch, self.degradation)["input"]  # the image the task degraded: what teacher and student both map
             if self.real_from_teacher and phase == "discriminator":
                 with torch.no_grad():
                     real = self.teacher(z)

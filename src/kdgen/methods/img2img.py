@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.paired import with_input
 from ..losses import hinge_d_loss, hinge_g_loss
 from ..utils import eval_mode
 from .base import DistillationMethod, StepOutput
@@ -19,17 +20,18 @@ class Pix2PixTraining(DistillationMethod):
     phases = ("discriminator", "student")
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, l1_weight: float = 100.0, adversarial_weight: float = 1.0,
-                 preview_pairs: dict[str, torch.Tensor] | None = None):
+                 preview_pairs: dict[str, torch.Tensor] | None = None, degradation: tuple[str, float] | None = None):
         super().__init__()
         self.student, self.discriminator = generator, discriminator
         self.l1_weight, self.adversarial_weight = float(l1_weight), float(adversarial_weight)
         self._preview = preview_pairs  # a few held-out (input, image) pairs for the TensorBoard grids
+        self.degradation = degradation  # (data.task, noise_sigma): how training batches get their inputs
 
     def trainable(self, phase: str) -> list[nn.Parameter]:
         return list((self.discriminator if phase == "discriminator" else self.student).parameters())
 
     def forward(self, batch: dict, phase: str) -> StepOutput:
-        x, y = batch["input"], batch["image"]
+        x, y = with_input(batch, self.degradation)["input"], batch["image"]
         if phase == "discriminator":
             with torch.no_grad():
                 fake = self.student(x)

@@ -10,6 +10,7 @@ one network call: x^ = x_0(student(z, T-1)), L = ||x^ - DDIM_teacher(z)||. The s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ class OneStep(DiffusionMethod):
         teacher = self.teacher.module
         steps, n = self.options.teacher_steps, self.options.cache_size
         spec = {"kind": "diffusion trajectories", "version": 1, "teacher": fingerprint(teacher), "teacher_steps": steps,
-                "count": n, "part": PART, "seeds": "10000 + part"}
+                "count": n, "part": PART, "seeds": "10000 + part",
+                "sampling": json.loads(json.dumps(teacher.meta(), default=str))}  # guidance, schedule, prediction: they shape the targets
         cache = folder / "cache" if self.cache_root is None else cache_folder(self.cache_root, spec)
         if torch.cuda.is_available():  # the trainer has not moved anything yet: sample the cache on the GPU
             teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")

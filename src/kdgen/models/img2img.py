@@ -58,7 +58,8 @@ class UNetGenerator(nn.Module):
                 self.up.append(nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(c_in, out_channels, 4, 2, 1), nn.Tanh()))
             else:
                 c_out = chans[i - 1]
-                drop = nn.Dropout(dropout) if dropout and i >= depth - 3 and i != depth - 1 else nn.Identity()
+                # pix2pix's dropout: the 8x-wide decoder stages below the innermost, at most three (none when depth < 6)
+                drop = nn.Dropout(dropout) if dropout and 4 <= i and depth - 4 <= i <= depth - 2 else nn.Identity()
                 self.up.append(nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
