@@ -219,7 +219,7 @@ def _deployment_section(run: Path, metrics: dict) -> str:
         if grid and (run / grid["file"]).is_file():
             names = " | ".join(EXPORT_VARIANTS.get(p, p) for p in grid["panels"])
             same = f"the same noise (seed {grid['seed']})" if "seed" in grid else "the same inputs"
-    parts.append(f"<p>{escape(names)}, {same}</p>" + _img((run / grid["file"]).read_bytes(), "export variants"))
+            parts.append(f"<p>{escape(names)}, {same}</p>" + _img((run / grid["file"]).read_bytes(), "export variants"))
     if (metrics.get("latency") or {}).get("rows"):
         parts.append("<h3>latency where it runs</h3>" + _markdown_tables(latency_table(metrics["latency"])))
     return "".join(parts)
