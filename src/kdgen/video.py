@@ -17,6 +17,7 @@ quantized) by this command into RUN/video/teacher-graph/, so both models are tim
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -122,7 +123,12 @@ def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | Non
             graph = Graph(teacher)
             export_onnx(graph, stage / ONNX_FILE)
             _check_parity("teacher ONNX", parity(graph, _ort_runner(graph, stage / ONNX_FILE)))
-            quantize_dynamic(str(stage / ONNX_FILE), str(stage / q.name), weight_type=QuantType.QInt8)
+            root = logging.getLogger()
+            level, root.level = root.level, logging.ERROR  # onnxruntime's advice to pre-process, logged on the root logger
+            try:
+                quantize_dynamic(str(stage / ONNX_FILE), str(stage / q.name), weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
             for f in (ONNX_FILE, q.name):
                 write_checksum(stage / f)
     graph_file = fp32 if runtime == "onnx" else q
