@@ -142,6 +142,8 @@ def main() -> None:
                 f"{'met' if onnx_demo >= 30 else 'missed'}"]
     q = ex.get("quality", {})
     int8 = " ".join(f"{k}: {v['psnr']:.2f} dB ({v['psnr_drop_db']:+.2f} below PyTorch)." for k, v in q.items() if k.startswith("int8"))
+    for k, run in (("teacher", teacher_run), ("student", student_run), ("alone", alone_run)):  # reused runs: their own record
+        timings.setdefault(k, json.loads((run / "metrics.json").read_text())["train"]["seconds"])
     train_s = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     body = (f"Emoji 32x32 RGB, SR x4 (input: area 4x down, bicubic 4x up), held-out split ({m['protocol']['reference_count']} pairs); "
             f"FID in featnet-emoji's space against the ground truth of the same inputs. Training this run: {train_s or 'reused'}.\n\n"
