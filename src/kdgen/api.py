@@ -213,6 +213,9 @@ def data_shape(cfg: RunConfig, given: dict[str, Any] | None = None, names: dict[
 def train_teacher(config: Any = None, overrides: list[str] | None = None, *, resume: bool = False, overwrite: bool = False) -> Result:
     """Train a GAN teacher from scratch (hinge loss), saved to OUT/teacher with its discriminator beside it."""
     cfg = task_config(config, overrides, "train-teacher")
+    if cfg.data.task is not None and cfg.model.family not in IMAGE_TO_IMAGE_FAMILIES:
+        raise KdgenError(f"data.task makes (input, target) pairs for an image-to-image model; a '{cfg.model.family}' teacher does not "
+                         f"take them - remove data.task, or set model.family to {' or '.join(IMAGE_TO_IMAGE_FAMILIES)}")
     if cfg.model.family == "diffusion":
         return _train_diffusion_teacher(cfg, resume)
     if cfg.model.family in CLASSIFIER_FAMILIES:

@@ -447,6 +447,8 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.student.class_ is not None and cfg.student.family is not None:
         raise KdgenError("student.class and student.family both name the student's architecture; keep one")
     d = cfg.data
+    if d.task is not None and cfg.task == "train-features":
+        raise KdgenError("data.task makes (input, target) pairs for image-to-image models; a feature net trains on the images - remove it")
     if d.teacher_cache is not None and cfg.task != "distill":
         raise KdgenError(f"data.teacher_cache holds a teacher's outputs for `kdgen distill`; `{cfg.task}` has no teacher - remove it")
     if d.transfer is None and (d.transfer_images is not None or d.transfer_batch is not None):

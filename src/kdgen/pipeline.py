@@ -147,6 +147,8 @@ def _refuse_keys_of_other_kinds(cfg: RunConfig, kind: str) -> None:
     if cfg.data.teacher_cache is not None and not (kind == "generator" or (kind == "diffusion" and "onestep" in cfg.methods)):
         raise KdgenError(f"data.teacher_cache holds a GAN generator's (noise, image) pairs or methods.onestep's diffusion "
                          f"trajectories; this run (a {kind} teacher, methods {', '.join(cfg.methods)}) has neither - remove it")
+    if kind != "image-to-image" and cfg.data.task is not None:
+        raise KdgenError(f"data.task makes (input, target) pairs for an image-to-image teacher; this teacher is a {kind} - remove data.task")
     if kind != "classifier" and s.family is not None:
         raise KdgenError("student.family names a kdgen classifier family; for a generator give student.class or student.width")
     if kind != "diffusion" and (s.layers_per_block is not None or not s.attention or cfg.teacher.steps is not None):

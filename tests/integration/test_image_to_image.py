@@ -224,3 +224,12 @@ def test_the_shipped_sr_teacher_beats_bicubic_on_held_out_emoji(tmp_path):
     assert res.metrics["protocol"]["reference_count"] == 360
     assert t["psnr"] > floor["psnr"] + 3 and t["ssim"] > floor["ssim"] + 0.1  # 23.1 dB vs the bicubic input's 18.9
     assert res.metrics["student"]["macs"] * 20 <= t["macs"]  # the recipe's student: 20x fewer MACs
+
+
+def test_a_task_for_a_model_that_takes_no_images_is_a_sentence(tiny_teacher, tmp_path):
+    from conftest import tiny_overrides
+
+    with pytest.raises(KdgenError, match="data.task makes .* this teacher is a generator - remove data.task"):
+        kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, tmp_path / "g", steps=1, **{"data.task": "sr4"}))
+    with pytest.raises(KdgenError, match="a 'dcgan-generator' teacher does not take them"):
+        kdgen.train_teacher("configs/gan/mnist5k-teacher.yaml", [f"out={tmp_path / 't'}", "data.task=denoise"])
