@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--steps", type=int, default=None, help="train.steps of all three (default: the recipes')")
+    ap.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the student and the student alone")
+    ap.add_argument("--tag", default=None, help="a probe: its own RESULTS.md section (img2img-emoji-sr4-probe-TAG)")
     args = ap.parse_args()
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -85,14 +87,14 @@ def main() -> None:
         timings["teacher"] = r.train_seconds
     if not (args.reuse and (student_run / "metrics.json").is_file()):
         r = replacing(kdgen.distill, RECIPE, [f"out={student_run}", f"teacher.path={teacher_run / 'teacher'}", f"student.width={WIDTH}",
-                                              *steps, *few])
+                                              *steps, *few, *args.extra])
         timings["student"] = r.train_seconds
     if not (args.reuse and (alone_run / "teacher" / "model.json").is_file()):
         from kdgen.config import load_run_config
 
         d = load_run_config(student_run / "config.yaml").train  # the same steps and learning rate as the distilled student
         r = replacing(kdgen.train_teacher, TEACHER, [f"out={alone_run}", f"model.args.width={WIDTH}", f"train.steps={d.steps}",
-                                                     f"train.lr={d.lr}"])
+                                                     f"train.lr={d.lr}", f"train.lr_schedule={d.lr_schedule}"])
         timings["alone"] = r.train_seconds
     m = json.loads((student_run / "metrics.json").read_text())
     alone = measure_alone(alone_run, student_run)["student"]
@@ -150,11 +152,14 @@ def main() -> None:
             + "\n".join(table) + "\n\nTargets:\n" + "\n".join(targets)
             + f"\n\nExport: ONNX parity max abs {ex['parity']['max_abs']:.1e}. int8 re-measured on the held-out pairs: {int8}\n\n"
             "Video (`kdgen video`, 2 torch / onnxruntime threads, batch 1, decode and encode not counted):\n\n" + "\n".join(vrows))
-    section = f"## Image-to-image: emoji SR x4 (issue 15)\n\n{header('python benchmarks/img2img.py', time.perf_counter() - t0)}\n{body}\n"
+    command = " ".join(["python benchmarks/img2img.py", *sys.argv[1:]])
+    title = "## Image-to-image: emoji SR x4 (issue 15)" + (f" - probe '{args.tag}'" if args.tag else "")
+    extra = f"Student overrides: `{' '.join(args.extra)}`; the student alone took the same steps, learning rate and schedule.\n\n" if args.extra else ""
+    section = f"{title}\n\n{header(command, time.perf_counter() - t0)}\n{extra}{body}\n"
     print(section)
     (out / "img2img.md").write_text(section)
     if not args.quick:
-        write_section("img2img-emoji-sr4", section)
+        write_section("img2img-emoji-sr4" + (f"-probe-{args.tag}" if args.tag else ""), section)
 
 
 if __name__ == "__main__":
