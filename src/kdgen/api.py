@@ -259,7 +259,7 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     saved to OUT/teacher (its discriminator beside it) and measured by PSNR / SSIM on the held-out pairs."""
     from .data.paired import task_channels
     from .methods.img2img import Pix2PixTraining
-    from .metrics.restoration import outputs, psnr_ssim
+    from .metrics.restoration import outputs, psnr_ssim, shown_as
     task = cfg.data.task
     if task is None or task == "none":
         raise KdgenError("an image-to-image teacher learns a task from pairs; set data.task to sr4, denoise or colorize")
@@ -296,7 +296,7 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     x, y_hat, y = outputs(trained.student, test, batch_size=cfg.eval.batch_size)
     save_grid(method.preview(24, module=trained.student), out / "samples" / "teacher.png", nrow=3)
     metrics = {"train": train_record(trained), "teacher": {**psnr_ssim(y_hat, y), "params": sum(p.numel() for p in generator.parameters())},
-               "input": psnr_ssim(x if x.shape[1] == y.shape[1] else x.expand_as(y), y),
+               "input": psnr_ssim(shown_as(x, y), y),
                "protocol": {"kind": "image-to-image", **record, "reference": f"{cfg.data.name} {'held-out split' if split else '(the training set)'}",
                             "reference_count": len(test)}}
     write_metrics(out, metrics)

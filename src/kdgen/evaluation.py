@@ -273,7 +273,7 @@ def evaluate_image_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Modul
     """Teacher and student image-to-image models on the same held-out pairs: PSNR / SSIM against the ground truth (and the
     student against the teacher), the degraded input's own as the floor, params / MACs / latency at the task's resolution;
     writes RUN/samples/teacher_vs_student.png, rows of input | teacher | student | ground truth."""
-    from .metrics.restoration import outputs, psnr_ssim
+    from .metrics.restoration import outputs, psnr_ssim, shown_as
 
     face = face_of(teacher)
     split = held_out(cfg)
@@ -285,7 +285,7 @@ def evaluate_image_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Modul
         "teacher": {**psnr_ssim(t_out, y), **measure_cost(ClassifierProbe(teacher, example), weights=model_weights(teacher), repeats=reps)},
         "student": {**psnr_ssim(s_out, y), **measure_cost(ClassifierProbe(student, example), weights=weights_file(out / "student"), repeats=reps),
                     "vs_teacher": psnr_ssim(s_out, t_out)},
-        "input": psnr_ssim(x if x.shape[1] == y.shape[1] else x.expand_as(y), y),
+        "input": psnr_ssim(shown_as(x, y), y),
     }
     extractor, space = run_features(cfg, face.channels)  # FID / KID of the outputs against the ground truth, in the data's space
     metric = QualityMetric(extractor, y, batch_size=cfg.eval.batch_size, k=cfg.eval.k)
@@ -305,8 +305,7 @@ def evaluate_image_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Modul
     if split_info(cfg.data) is not None:
         metrics["protocol"]["split"] = split_info(cfg.data)
     n = min(8, len(test))
-    shown = x[:n] if x.shape[1] == y.shape[1] else x[:n].expand(-1, y.shape[1], -1, -1)
-    save_grid(torch.stack([shown, t_out[:n], s_out[:n], y[:n]], 1).flatten(0, 1), out / "samples" / "teacher_vs_student.png", nrow=4)
+    save_grid(torch.stack([shown_as(x[:n], y), t_out[:n], s_out[:n], y[:n]], 1).flatten(0, 1), out / "samples" / "teacher_vs_student.png", nrow=4)
     return metrics
 
 

@@ -196,8 +196,8 @@ class Trainer:
             if "data_position" in state:
                 self._position = (int(state["data_position"][0]), int(state["data_position"][1]))
             else:  # an older checkpoint: step x batches of this shape
-                self._position = divmod(step * self.grad_accum, len(self.loader))
-                self._position = (self._position[0], self._position[1] * self._global_batch())
+                epoch, batches = divmod(step * self.grad_accum, len(self.loader))
+                self._position = (epoch, batches * self._global_batch())
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise KdgenError(f"checkpoint '{path}' does not fit this run ({msg}); resume with the config that wrote it") from None
@@ -216,9 +216,10 @@ class Trainer:
         if rank:
             other = self.out / f"state/rng-rank{rank}.pt"
             try:
+                state = {}
                 if other.is_file():
                     verify_checksum(other)
-                state = torch.load(other, map_location="cpu", weights_only=True) if other.is_file() else {}
+                    state = torch.load(other, map_location="cpu", weights_only=True)
             except Exception:  # a torn or damaged rank file: that rank reseeds (warned below) rather than stop the run
                 state = {}
         if state.get("rng") is not None and int(state.get("step", -1)) == step:

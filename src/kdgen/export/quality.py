@@ -38,10 +38,11 @@ def _image_pairs(run_dir: Path, graph: Graph, split: str):
     return image_pairs(_run_config(run_dir), image_size=face.image_size, channels=face.channels, split=split, fixed=True)
 
 
-def _mapped(v: Any, x: torch.Tensor) -> torch.Tensor:
+def _mapped(v: Any, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """A variant's outputs for inputs x, in batches (a PyTorch module, or an OnnxStudent, which batches itself)."""
     if isinstance(v, nn.Module):
         with torch.no_grad():
-            return v(x).float()
+            return torch.cat([v(chunk).float() for chunk in x.split(batch)])
     return torch.from_numpy(v.map(x.numpy()))
 
 

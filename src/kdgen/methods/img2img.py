@@ -12,6 +12,7 @@ from torch import nn
 
 from ..data.paired import with_input
 from ..losses import hinge_d_loss, hinge_g_loss
+from ..metrics.restoration import shown_as
 from ..utils import eval_mode
 from .base import DistillationMethod, StepOutput
 
@@ -53,5 +54,4 @@ class Pix2PixTraining(DistillationMethod):
         x, y = self._preview["input"][: max(1, n // 3)].to(device), self._preview["image"][: max(1, n // 3)].to(device)
         with eval_mode(net):
             y_hat = net(x)
-        shown = x.expand(-1, y.shape[1], -1, -1) if x.shape[1] != y.shape[1] else x
-        return torch.stack([shown, y_hat, y], 1).flatten(0, 1)
+        return torch.stack([shown_as(x, y), y_hat, y], 1).flatten(0, 1)

@@ -29,6 +29,11 @@ def outputs(model: nn.Module, pairs: torch.utils.data.Dataset, *, batch_size: in
     return torch.cat(xs), torch.cat(outs), torch.cat(ys)
 
 
+def shown_as(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inputs with the targets' channel count (a 1-channel colorization input repeated as grey RGB), to compare or show."""
+    return x if x.shape[1] == like.shape[1] else x.expand(-1, like.shape[1], -1, -1)
+
+
 def psnr_ssim(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM of `pred` against `target`, both [n, C, H, W] in [-1, 1]."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
