@@ -265,6 +265,16 @@ def main() -> None:
         if isinstance(e, abort):
             sys.exit(1)
         raise
+    finally:
+        _close_distributed()
+
+
+def _close_distributed() -> None:
+    """Destroy the process group of a torchrun run before the interpreter exits: gloo's worker threads, left joinable at
+    exit, abort the process ("terminate called without an active exception", SIGABRT), pytorch/pytorch#190489."""
+    dist = sys.modules.get("torch.distributed")  # never imported: no group to close (and `--help` stays fast)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
