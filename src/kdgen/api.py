@@ -216,6 +216,8 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     if cfg.data.task is not None and cfg.model.family not in IMAGE_TO_IMAGE_FAMILIES:
         raise KdgenError(f"data.task makes (input, target) pairs for an image-to-image model; a '{cfg.model.family}' teacher does not "
                          f"take them - remove data.task, or set model.family to {' or '.join(IMAGE_TO_IMAGE_FAMILIES)}")
+    if cfg.eval.lpips is not None and cfg.model.family not in IMAGE_TO_IMAGE_FAMILIES:
+        raise KdgenError(f"eval.lpips measures image-to-image outputs; a '{cfg.model.family}' teacher makes none - remove eval.lpips")
     if cfg.model.family == "diffusion":
         return _train_diffusion_teacher(cfg, resume)
     if cfg.model.family in CLASSIFIER_FAMILIES:
@@ -259,10 +261,12 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     saved to OUT/teacher (its discriminator beside it) and measured by PSNR / SSIM on the held-out pairs."""
     from .data.paired import task_channels
     from .methods.img2img import Pix2PixTraining
-    from .metrics.restoration import outputs, psnr_ssim, shown_as
+    from .metrics.restoration import Lpips, outputs, psnr_ssim, shown_as
+
     task = cfg.data.task
     if task is None or task == "none":
         raise KdgenError("an image-to-image teacher learns a task from pairs; set data.task to sr4, denoise or colorize")
+    lpips = Lpips(cfg.eval.lpips, batch_size=cfg.eval.batch_size) if cfg.eval.lpips else None  # a bad file: a sentence before training
     train_args = {k: v for k, v in cfg.model.args.items() if k in PIX2PIX_KEYS}
     net_args = {k: v for k, v in cfg.model.args.items() if k not in PIX2PIX_KEYS}
     size, ch = data_shape(cfg, {"image_size": net_args.get("image_size")})
@@ -298,7 +302,9 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     metrics = {"train": train_record(trained), "teacher": {**psnr_ssim(y_hat, y), "params": sum(p.numel() for p in generator.parameters())},
                "input": psnr_ssim(shown_as(x, y), y),
                "protocol": {"kind": "image-to-image", **record, "reference": f"{cfg.data.name} {'held-out split' if split else '(the training set)'}",
-                            "reference_count": len(test)}}
+                            "reference_count": len(test), "lpips": lpips.record(int(y.shape[-1])) if lpips else None}}
+    if lpips:
+        metrics["teacher"]["lpips"], metrics["input"]["lpips"] = lpips(y_hat, y), lpips(shown_as(x, y), y)
     write_metrics(out, metrics)
     return Result(out, metrics, trained.student, trained.total_seconds)
 

@@ -130,6 +130,9 @@ class EvalConfig:
     reference: Literal["test", "train"] = "test"  # what FID compares with: the held-out split, or (with a caveat) the training images
     latency_repeats: int = field(default=20, metadata=_check(gt=0))
     k: int = field(default=5, metadata=_check(gt=0))  # neighbours for precision/recall/density/coverage
+    # image-to-image runs: LPIPS too, its backbone's ImageNet weights from this torchvision AlexNet / VGG16 / SqueezeNet 1.1
+    # state dict (.pth or .safetensors); null: no LPIPS (kdgen downloads nothing)
+    lpips: str | None = None
     enabled: bool = True
 
 
@@ -449,6 +452,8 @@ def _validate(cfg: RunConfig) -> None:
     d = cfg.data
     if d.task is not None and cfg.task == "train-features":
         raise KdgenError("data.task makes (input, target) pairs for image-to-image models; a feature net trains on the images - remove it")
+    if cfg.eval.lpips is not None and cfg.task == "train-features":
+        raise KdgenError("eval.lpips measures image-to-image outputs; a feature net makes none - remove eval.lpips")
     if d.teacher_cache is not None and cfg.task != "distill":
         raise KdgenError(f"data.teacher_cache holds a teacher's outputs for `kdgen distill`; `{cfg.task}` has no teacher - remove it")
     if d.transfer is None and (d.transfer_images is not None or d.transfer_batch is not None):

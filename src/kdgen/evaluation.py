@@ -292,6 +292,14 @@ def evaluate_image_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Modul
     for who, images in (("teacher", t_out), ("student", s_out)):
         q = metric.score(images)
         metrics[who].update({"fid": q["fid"], "kid": q["kid"], "precision": q["precision"], "recall": q["recall"]})
+    lpips = None
+    if cfg.eval.lpips:
+        from .metrics.restoration import Lpips
+
+        lpips = Lpips(cfg.eval.lpips, batch_size=cfg.eval.batch_size)
+        metrics["teacher"]["lpips"], metrics["student"]["lpips"] = lpips(t_out, y), lpips(s_out, y)
+        metrics["student"]["vs_teacher"]["lpips"] = lpips(s_out, t_out)
+        metrics["input"]["lpips"] = lpips(shown_as(x, y), y)
     notes = list(caveats or [])
     notes.append(f"FID / KID of {len(y)} outputs against the {len(y)} ground-truth images of the same inputs: few images, so a "
                  "biased FID - compare teacher and student with each other, not with other papers")
@@ -300,7 +308,7 @@ def evaluate_image_pair(cfg: RunConfig, *, teacher: nn.Module, student: nn.Modul
     metrics["protocol"] = {"kind": "image-to-image", **test.record(), "reference": f"{cfg.data.name} {'held-out split' if split else '(the training set)'}",
                            "reference_count": len(test), "image_size": face.image_size, "channels": face.channels,
                            "in_channels": face.input_shape[0], "metrics": "PSNR (dB, data range 1) and SSIM (torchmetrics) in [0, 1]",
-                           "feature_net": space,
+                           "feature_net": space, "lpips": lpips.record(face.image_size) if lpips else None,
                            "caveats": notes}
     if split_info(cfg.data) is not None:
         metrics["protocol"]["split"] = split_info(cfg.data)

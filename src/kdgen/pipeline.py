@@ -149,6 +149,8 @@ def _refuse_keys_of_other_kinds(cfg: RunConfig, kind: str) -> None:
                          f"trajectories; this run (a {kind} teacher, methods {', '.join(cfg.methods)}) has neither - remove it")
     if kind != "image-to-image" and cfg.data.task is not None:
         raise KdgenError(f"data.task makes (input, target) pairs for an image-to-image teacher; this teacher is a {kind} - remove data.task")
+    if kind != "image-to-image" and cfg.eval.lpips is not None:
+        raise KdgenError(f"eval.lpips measures image-to-image outputs against their targets; this teacher is a {kind} - remove eval.lpips")
     if kind != "classifier" and s.family is not None:
         raise KdgenError("student.family names a kdgen classifier family; for a generator give student.class or student.width")
     if kind != "diffusion" and (s.layers_per_block is not None or not s.attention or cfg.teacher.steps is not None):
@@ -431,6 +433,10 @@ def plan_image_to_image(cfg: RunConfig, teacher: nn.Module, face: Face, given: A
     if (c_in, c_out) != (face.input_shape[0], face.channels):
         raise KdgenError(f"data.task={task} makes {c_in}-channel inputs and {c_out}-channel targets, but the teacher maps "
                          f"{face.input_shape[0]} to {face.channels} channels; use the task the teacher was trained for")
+    if cfg.eval.enabled and cfg.eval.lpips:  # a bad weights file is a sentence now, not after training
+        from .metrics.restoration import Lpips
+
+        Lpips(cfg.eval.lpips)
     dataset = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="train")
     shown = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="test" if held_out(cfg) else "train")
     preview = torch.stack([shown[i]["input"] for i in range(min(16, len(shown)))])

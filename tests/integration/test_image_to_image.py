@@ -233,3 +233,48 @@ def test_a_task_for_a_model_that_takes_no_images_is_a_sentence(tiny_teacher, tmp
         kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, tmp_path / "g", steps=1, **{"data.task": "sr4"}))
     with pytest.raises(KdgenError, match="a 'dcgan-generator' teacher does not take them"):
         kdgen.train_teacher("configs/gan/mnist5k-teacher.yaml", [f"out={tmp_path / 't'}", "data.task=denoise"])
+
+
+def test_lpips_is_measured_from_a_backbone_weights_file(sr_teacher, tmp_path):
+    """eval.lpips: FILE (a torchvision AlexNet state dict; here a seeded untrained one, as no ImageNet weights ship offline)
+    adds LPIPS for teacher, student, student vs teacher and the input; the file's weights are the ones used."""
+    import torchvision
+
+    from kdgen.metrics.restoration import Lpips
+
+    files = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        features = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items() if k.startswith("features.")}
+        files[seed] = tmp_path / f"alexnet-{seed}.pth"
+        torch.save(features, files[seed])
+    x = torch.rand(6, 1, 16, 16) * 2 - 1
+    y = (x + 0.5 * torch.randn_like(x)).clamp(-1, 1)
+    a, b = Lpips(str(files[0])), Lpips(str(files[1]))
+    assert a(x, x) == 0 and a(x, y) > 0 and a(x, y) != b(x, y)  # the file's backbone, not a fixed or random one
+    out, _ = sr_teacher
+    res = kdgen.distill("configs/img2img/emoji-sr4.yaml", [
+        f"teacher.path={out / 'teacher'}", f"out={tmp_path / 's'}", "data.name=digits", "data.image_size=16", "data.channels=1",
+        "train.steps=2", "student.width=0.5", f"eval.lpips={files[0]}", *QUIET])
+    m = res.metrics
+    assert all(0 < m[k]["lpips"] < 2 for k in ("teacher", "student", "input")) and m["student"]["vs_teacher"]["lpips"] > 0
+    assert m["protocol"]["lpips"]["backbone"] == "alexnet" and m["protocol"]["lpips"]["compared_at"] == "64 px (bilinear up from 16)"
+    assert "| LPIPS vs ground truth |" in res.table
+    t = kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [
+        f"out={tmp_path / 't'}", "data.name=digits", "data.image_size=16", "data.channels=1", "train.steps=2",
+        "model.args={base_width: 8, depth: 3, dropout: 0.0}", f"eval.lpips={files[0]}", *QUIET]).metrics
+    assert t["teacher"]["lpips"] > 0 and t["input"]["lpips"] > 0 and t["protocol"]["lpips"]["sha256"] == m["protocol"]["lpips"]["sha256"]
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    for arg, pattern in ((f"eval.lpips={tmp_path / 'other.pth'}", "is not a torchvision AlexNet, VGG16 or SqueezeNet 1.1 state dict"),
+                         (f"eval.lpips={tmp_path / 'gone.pth'}", "does not exist")):
+        with pytest.raises(KdgenError, match=pattern):  # refused before any training
+            kdgen.distill("configs/img2img/emoji-sr4.yaml", [f"teacher.path={out / 'teacher'}", f"out={tmp_path / 'x'}", arg,
+                                                             "data.name=digits", "data.image_size=16", "data.channels=1"])
+    assert not (tmp_path / "x" / "state").exists()
+
+
+def test_lpips_on_a_model_without_image_outputs_is_a_sentence(tiny_teacher, tmp_path):
+    from conftest import tiny_overrides
+
+    with pytest.raises(KdgenError, match="eval.lpips measures image-to-image outputs"):
+        kdgen.distill("configs/gan/mnist5k-demo.yaml", [*tiny_overrides(tiny_teacher, tmp_path, steps=1), "eval.lpips=x.pth"])

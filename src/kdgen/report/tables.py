@@ -18,6 +18,7 @@ ROWS = [
     ("agreement with teacher", ("agreement",), "{:.4f}"),
     ("PSNR vs ground truth (dB)", ("psnr",), "{:.2f}"),
     ("SSIM vs ground truth", ("ssim",), "{:.4f}"),
+    ("LPIPS vs ground truth", ("lpips",), "{:.4f}"),
     ("FID", ("fid",), "{:.2f}"),
     ("KID x1000", ("kid",), "{:.2f}"),
     ("precision", ("precision",), "{:.3f}"),
@@ -66,10 +67,12 @@ def format_table(metrics: dict) -> str:
         lines.append(f"| {label} | {ts} | {ss} | {ratio} |")
     near = metrics.get("student", {}).get("vs_teacher")
     if near:
-        lines.append(f"| PSNR / SSIM to the teacher | - | {near['psnr']:.2f} dB / {near['ssim']:.4f} | - |")
+        lpips = f" / LPIPS {near['lpips']:.4f}" if near.get("lpips") is not None else ""
+        lines.append(f"| PSNR / SSIM to the teacher | - | {near['psnr']:.2f} dB / {near['ssim']:.4f}{lpips} | - |")
     floor = metrics.get("input")
     if floor:
-        lines.append(f"| the degraded input itself | {floor['psnr']:.2f} dB / {floor['ssim']:.4f} | - | - |")
+        lpips = f" / LPIPS {floor['lpips']:.4f}" if floor.get("lpips") is not None else ""
+        lines.append(f"| the degraded input itself | {floor['psnr']:.2f} dB / {floor['ssim']:.4f}{lpips} | - | - |")
     fid = metrics.get("student", {}).get("fidelity")
     if fid:
         lines.append(f"| fidelity to teacher (PSNR dB) | - | {fid['psnr_db']:.2f} | - |")
