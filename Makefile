@@ -39,6 +39,7 @@ assets: $(STAMP)
 	$(BIN)/kdgen train-teacher configs/diffusion/mnist5k-ddpm.yaml
 	$(BIN)/kdgen train-features configs/features/emoji.yaml
 	$(BIN)/kdgen train-teacher configs/img2img/emoji-sr4-teacher.yaml  # -> assets/sr4-emoji
+	$(BIN)/kdgen train-teacher configs/img2img/mnist5k-denoise-teacher.yaml  # -> assets/denoise-mnist5k
 	$(BIN)/kdgen train-teacher configs/gan/emoji-teacher.yaml
 	$(BIN)/kdgen train-teacher configs/diffusion/emoji-ddpm.yaml
 

@@ -5,10 +5,10 @@ sr4 - the frame is the low-resolution one, enlarged 4x (bicubic) as in training,
 its luma; denoise / none - the frame itself. The output video shows input | teacher | student, left to right.
 
 Frames of another size than the training size run
-  fully convolutionally (torch, kdgen's U-Net / ResNet families): the frame padded (reflect) to a multiple of the
-      network's stride, run whole, cropped back;
-  tiled (onnx / int8, whose graphs are exported at the training size, and users' own modules): the padded frame cut into
-      training-size tiles, run as one batch, stitched (tiles do not overlap, so seams may show);
+  fully convolutionally (kdgen's U-Net / ResNet families, in torch, and in onnx / int8 where `kdgen export` wrote the graph
+      with free H and W): the frame padded (reflect) to a multiple of the network's stride, run whole, cropped back;
+  tiled (users' own modules, and graphs of a fixed size): the padded frame cut into training-size tiles, run as one
+      batch, stitched (tiles do not overlap, so seams may show);
 and the run records which. Frames per second are measured per model at batch 1 (one frame at a time, tiling included),
 with decoding and encoding timed apart. In the onnx / int8 runtimes the teacher runs its own graph, exported (and
 quantized) by this command into RUN/video/teacher-graph/, so both models are timed in the same runtime.
@@ -42,16 +42,6 @@ def _av():
     return av
 
 
-def _stride(model: nn.Module) -> int | None:
-    """The factor a kdgen image-to-image family needs H and W to be a multiple of; None: unknown (tile instead)."""
-    family = (getattr(model, "kdgen_meta", None) or {}).get("family")
-    if family == "pix2pix-unet":
-        return 2 ** int(model.depth)
-    if family == "resnet-generator":
-        return 4
-    return None
-
-
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
@@ -75,29 +65,33 @@ def tiled(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: in
 
 
 class _Runner:
-    """One model in one runtime: frame tensor [1, C, H, W] -> output [1, C', H, W] (CPU tensors), and how it runs."""
+    """One model in one runtime: frame tensor [1, C, H, W] -> output [1, C', H, W] (CPU tensors), and how it runs.
+    `whole`: run frames whole (padded to the family's multiple) - in torch for kdgen's families, in onnx / int8 when both
+    graphs were exported with free H and W; otherwise tiled at the training size."""
 
-    def __init__(self, model: nn.Module, runtime: str, graph: Path | None):
+    def __init__(self, model: nn.Module, runtime: str, graph: Path | None, whole: bool):
+        from .models.img2img import size_multiple
+
         self.model, self.runtime, self.face = model.eval(), runtime, face_of(model)
         self.tile = self.face.image_size
-        if runtime == "torch":
-            self.stride = _stride(model)
-            self.mode = "fully convolutional" if self.stride else f"tiled {self.tile}x{self.tile}"
-        else:
+        self.stride = size_multiple(model) if whole else None
+        self.mode = ("fully convolutional" if self.stride else f"tiled {self.tile}x{self.tile}")
+        if runtime != "torch":
             from .onnx_sampler import session
 
-            self.session, self.stride = session(graph), None
-            self.mode = f"tiled {self.tile}x{self.tile}"
+            self.session = session(graph)
+
+    def _run(self, b: torch.Tensor) -> torch.Tensor:
+        if self.runtime == "torch":
+            return self.model(b)
+        return torch.from_numpy(self.session.run(None, {"image": np.ascontiguousarray(b.numpy(), np.float32)})[0])
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.runtime == "torch":
-            if self.stride:
-                xp, h, w = _pad_to(x, self.stride)
-                return self.model(xp)[..., :h, :w]
-            return tiled(self.model, x, self.tile)
-        run = lambda b: torch.from_numpy(self.session.run(None, {"image": np.ascontiguousarray(b.numpy(), np.float32)})[0])  # noqa: E731
-        return tiled(run, x, self.tile)
+        if self.stride:
+            xp, h, w = _pad_to(x, self.stride)
+            return self._run(xp)[..., :h, :w]
+        return tiled(self._run, x, self.tile)
 
 
 def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | None, Path | None]:
@@ -109,11 +103,16 @@ def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | Non
     student = run_dir / "export" / (ONNX_FILE if runtime == "onnx" else INT8_FILES["dynamic"])
     if not student.is_file():
         raise KdgenError(f"'{student}' is missing; run `kdgen export {run_dir}{' --quantize int8' if runtime == 'int8' else ''}` first")
+    from .export.runtime import free_size
     from .io import checksum_path, swapped_folder, verify_checksum, write_checksum
 
     folder = run_dir / "video" / "teacher-graph"
     fp32, q = folder / ONNX_FILE, folder / INT8_FILES["dynamic"]
-    if not (fp32.is_file() and checksum_path(fp32).is_file() and (runtime == "onnx" or checksum_path(q).is_file())):
+    made = fp32.is_file() and checksum_path(fp32).is_file() and (runtime == "onnx" or checksum_path(q).is_file())
+    if made:
+        verify_checksum(fp32)
+        made = free_size(fp32) or not free_size(student)  # a fixed-size graph from an older kdgen: re-made like the student's
+    if not made:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         from .export.graph import Graph, _check_parity, parity
@@ -122,7 +121,7 @@ def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | Non
         with swapped_folder(folder) as stage:  # built and checked aside, swapped in whole: never a half-made graph reused
             graph = Graph(teacher)
             export_onnx(graph, stage / ONNX_FILE)
-            _check_parity("teacher ONNX", parity(graph, _ort_runner(graph, stage / ONNX_FILE)))
+            _check_parity("teacher ONNX", parity(graph, _ort_runner(graph, stage / ONNX_FILE), free_size=free_size(stage / ONNX_FILE)))
             root = logging.getLogger()
             level, root.level = root.level, logging.ERROR  # onnxruntime's advice to pre-process, logged on the root logger
             try:
@@ -183,7 +182,13 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
         raise KdgenError(f"kdgen video runs image-to-image students; '{run_dir}' holds a {face_of(student).kind}")
     teacher = resolve_teacher(cfg.teacher, None).cpu().eval()
     t_graph, s_graph = _graphs(run_dir, teacher, runtime)
-    models = {"teacher": _Runner(teacher, runtime, t_graph), "student": _Runner(student, runtime, s_graph)}
+    if runtime == "torch":
+        whole = True
+    else:
+        from .export.runtime import free_size
+
+        whole = free_size(t_graph) and free_size(s_graph)  # both whole or both tiled: the same work for each
+    models = {"teacher": _Runner(teacher, runtime, t_graph, whole), "student": _Runner(student, runtime, s_graph, whole)}
     task = cfg.data.task or "none"
     dest = Path(out).expanduser() if out is not None else run_dir / "video" / f"{src.stem}-{runtime}.mp4"
     dest.parent.mkdir(parents=True, exist_ok=True)

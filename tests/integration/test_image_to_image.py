@@ -162,7 +162,8 @@ def _make_video(path, w, h, n):
 
 def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher, tmp_path, monkeypatch, capsys):
     """A 22x14 video (not the 16 px training size, not a multiple of the U-Net's stride): sr4 makes 88x56 inputs, run fully
-    convolutionally in torch and tiled in onnxruntime; the output shows input | teacher | student for every frame."""
+    convolutionally in torch and in onnxruntime (the graphs have free H and W; a fixed-size one is tiled); the output
+    shows input | teacher | student for every frame."""
     import av
     from test_cli import run_cli
 
@@ -183,10 +184,19 @@ def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher
     kdgen.export(run, measure_quality=False)
     from kdgen.video import video
 
+    ex = json.loads((run / "metrics.json").read_text())["export"]["onnx"]
+    assert ex["free_size"] and ex["parity"]["batches"]["b1@40px"]["max_abs"] < 1e-4  # checked at another size than 16
     rec = video(run, clip, runtime="onnx", max_frames=3)
-    assert rec["frames"] == 3 and rec["mode"] == {"teacher": "tiled 16x16", "student": "tiled 16x16"}
+    assert rec["frames"] == 3 and rec["mode"] == {"teacher": "fully convolutional", "student": "fully convolutional"}
     assert rec["model_input"] == [56, 88] and rec["output_size"] == [56, 88] and min(rec["fps"].values()) > 0
     assert (run / "video" / "teacher-graph" / "student.onnx").is_file()  # the teacher's own graph, same runtime
+    from kdgen.models.loading import load_model
+    from kdgen.video import _Runner
+
+    student, frame = load_model(run / "student"), torch.rand(1, 1, 56, 88) * 2 - 1
+    whole = _Runner(student, "onnx", run / "export" / "student.onnx", True)(frame)
+    assert torch.allclose(whole, _Runner(student, "torch", None, True)(frame), atol=1e-4)  # the same frame as PyTorch's
+    assert _Runner(student, "onnx", run / "export" / "student.onnx", False).mode == "tiled 16x16"
     m = json.loads((run / "metrics.json").read_text())["video"]
     assert set(m) == {"torch", "onnx"} and m["torch"]["frames"] == 7
     (tmp_path / "not.mp4").write_text("hello")

@@ -145,7 +145,8 @@ def _export_onnx_checked(graph: Graph, stage: Path, run_dir: Path, *, opset: int
     (diffusion) the sampler's parity, the int8 graphs, and the quality of every variant."""
     path = stage / ONNX_FILE
     record: dict[str, Any] = {"kind": graph.kind, **export_onnx(graph, path, opset=opset)}
-    record["parity"] = check = parity(graph, _ort_runner(graph, path))
+    free = bool(record.get("free_size"))
+    record["parity"] = check = parity(graph, _ort_runner(graph, path), free_size=free)
     _check_parity("ONNX", check)
     spec = sampler_spec(graph)
     atomic_write_text(stage / SAMPLER_JSON, json.dumps(spec, indent=2) + "\n")
@@ -162,7 +163,7 @@ def _export_onnx_checked(graph: Graph, stage: Path, run_dir: Path, *, opset: int
         int8: dict[str, Any] = {"calibration_inputs": used}
         for kind, q_path in paths.items():
             q_student = OnnxStudent(q_path, spec={**spec, "onnx": q_path.name})
-            gap = parity(graph, lambda inputs, s=q_student: s.session.run(None, graph.feeds(inputs))[0])
+            gap = parity(graph, lambda inputs, s=q_student: s.session.run(None, graph.feeds(inputs))[0], free_size=free)
             int8[kind] = {"file": f"export/{q_path.name}", "bytes": _size(q_path),
                           "vs_pytorch": {"max_abs": gap["max_abs"], "max_rel": gap["max_rel"]}, **quantized_ops(q_path)}
             variants[f"int8_{kind}"] = q_student

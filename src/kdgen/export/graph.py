@@ -40,6 +40,8 @@ class _GuidedNet(nn.Module):
 class Graph:
     """The module that is exported, its input names and a maker of fresh random inputs at any batch size."""
 
+    size_multiple: int | None = None  # image-to-image graphs exported with free H and W: they must be a multiple of this
+
     def __init__(self, model: nn.Module):
         self.kind = student_kind(model)
         self.model = model.eval()
@@ -53,17 +55,29 @@ class Graph:
             self.shape = (ch, size, size)
             self.module, self.inputs, self.outputs = model, ["image"], ["logits"]
         elif self.kind == "image-to-image":
+            from ..models.img2img import size_multiple
+
             self.shape = face_of(model).input_shape
             self.module, self.inputs, self.outputs = model, ["image"], ["output"]
+            # a fully convolutional family is exported with free H and W (a video frame runs whole, not tiled); parity is
+            # then also checked at another size, a multiple of it
+            self.size_multiple = size_multiple(model)
         else:
             self.shape = (model.channels, model.image_size, model.image_size)
             self.module, self.outputs = _GuidedNet(model), ["model_output"]
             self.inputs = ["sample", "timestep"] + (["class_labels"] if model.num_classes is not None else [])
 
-    def random_inputs(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def other_size(self) -> int | None:
+        """The second H = W that parity checks a free-size graph at: twice the training size plus one multiple."""
+        if not self.size_multiple:
+            return None
+        return 2 * self.shape[-1] + self.size_multiple
+
+    def random_inputs(self, batch: int, gen: torch.Generator, size: int | None = None) -> tuple[torch.Tensor, ...]:
         if self.kind == "generator":
             return (torch.randn(batch, *self.z_shape, generator=gen),)
-        x = torch.randn(batch, *self.shape, generator=gen)
+        shape = self.shape if size is None else (*self.shape[:-2], size, size)
+        x = torch.randn(batch, *shape, generator=gen)
         if self.kind == "classifier":
             return (x,)
         if self.kind == "image-to-image":
@@ -82,16 +96,20 @@ class Graph:
         return {name: t.numpy() for name, t in zip(self.inputs, inputs)}
 
 
-def parity(graph: Graph, run: Callable[[tuple[torch.Tensor, ...]], np.ndarray], *, seed: int = 1234) -> dict[str, Any]:
-    """max |exported - PyTorch| and that over max |PyTorch| at each of PARITY_BATCHES, on fresh random inputs."""
+def parity(graph: Graph, run: Callable[[tuple[torch.Tensor, ...]], np.ndarray], *, seed: int = 1234,
+           free_size: bool = False) -> dict[str, Any]:
+    """max |exported - PyTorch| and that over max |PyTorch| at each of PARITY_BATCHES, on fresh random inputs; `free_size`
+    (an image-to-image graph exported with free H and W): also at batch 1 of graph.other_size() px."""
     gen = torch.Generator().manual_seed(seed)
     per_batch, worst_abs, worst_rel, scale = {}, 0.0, 0.0, 1.0
-    for b in PARITY_BATCHES:
-        inputs = graph.random_inputs(b, gen)
+    checks = [(b, None) for b in PARITY_BATCHES] + ([(1, graph.other_size())] if free_size and graph.other_size() else [])
+    for b, size in checks:
+        inputs = graph.random_inputs(b, gen, size)
         try:
             got = np.asarray(run(inputs))
         except Exception as e:
-            raise KdgenError(f"the exported student fails at batch {b} ({_first_line(e)}); nothing was kept - try --format torchscript "
+            at = f"batch {b}" + (f" at {size} px" if size else "")
+            raise KdgenError(f"the exported student fails at {at} ({_first_line(e)}); nothing was kept - try --format torchscript "
                              "or another --opset") from None
         ref = graph.reference(inputs)
         scale = max(scale, float(np.abs(ref).max()))
@@ -100,7 +118,7 @@ def parity(graph: Graph, run: Callable[[tuple[torch.Tensor, ...]], np.ndarray], 
                              "the export is broken - report it with the run's config.yaml")
         err = float(np.abs(got - ref).max())
         rel = err / max(float(np.abs(ref).max()), 1e-12)
-        per_batch[f"b{b}"] = {"max_abs": err, "max_rel": rel}
+        per_batch[f"b{b}" + (f"@{size}px" if size else "")] = {"max_abs": err, "max_rel": rel}
         worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, rel)
     return {"max_abs": worst_abs, "max_rel": worst_rel, "batches": per_batch, "seed": seed, "tolerance": PARITY_TOL * scale}
 

@@ -48,7 +48,7 @@ def export_onnx(graph: Graph, path: Path, *, opset: int | None = None) -> dict[s
             warnings.simplefilter("ignore")
             torch.onnx.export(graph.module.cpu(), example, str(path), input_names=graph.inputs, output_names=graph.outputs,
                               opset_version=opset, dynamo=True, external_data=big, verbose=False,
-                              dynamic_shapes=tuple({0: batch} for _ in example))
+                              dynamic_shapes=tuple({0: batch, **({2: batch, 3: batch} if graph.size_multiple else {})} for _ in example))
     except Exception as e:  # the exporter raises many types; the user needs one sentence
         raise KdgenError(f"torch.onnx.export could not export this student ({_first_line(e)}); try --format torchscript") from None
     model = onnx.load(str(path), load_external_data=False)
@@ -61,8 +61,23 @@ def export_onnx(graph: Graph, path: Path, *, opset: int | None = None) -> dict[s
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
         raise KdgenError(f"onnx.checker rejects the exported graph ({str(e).splitlines()[0][:300]}); try another --opset") from None
+    free = bool(graph.size_multiple) and _free_size(model)
     return {"opset": written, "checker": "full", "external_data": big, "inputs": graph.inputs, "outputs": graph.outputs,
-            "dynamic_batch": True, "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnx {onnx.__version__})"}
+            "dynamic_batch": True, **({"free_size": free, "size_multiple": graph.size_multiple} if graph.kind == "image-to-image" else {}),
+            "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnx {onnx.__version__})"}
+
+
+def _free_size(model) -> bool:
+    """Whether the graph's first input has free H and W (symbolic dims 2 and 3): it runs on frames of any size."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return len(dims) == 4 and all(d.dim_param or not d.HasField("dim_value") for d in dims[2:])
+
+
+def free_size(path: Path) -> bool:
+    """_free_size of an .onnx file on disk (its weights not loaded)."""
+    import onnx
+
+    return _free_size(onnx.load(str(path), load_external_data=False))
 
 
 def _ort_runner(graph: Graph, path: Path, threads: int | None = None) -> Callable:

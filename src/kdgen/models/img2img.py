@@ -22,6 +22,17 @@ from .gan import check_positive
 from .registry import MODEL_FAMILIES
 
 
+def size_multiple(model: nn.Module) -> int | None:
+    """What H and W must be a multiple of for a kdgen image-to-image family to run on any frame size (it is fully
+    convolutional); None: a model kdgen does not know to be (a user's own), which runs at its training size only."""
+    family = (getattr(model, "kdgen_meta", None) or {}).get("family")
+    if family == "pix2pix-unet":
+        return 2 ** int(model.depth)
+    if family == "resnet-generator":
+        return 4
+    return None
+
+
 def _ch(base: int, width: float, mult: int) -> int:
     return max(1, int(round(base * width * mult)))
 
