@@ -94,6 +94,12 @@ def evaluate(run: Any, overrides: list[str] | None = None, *, save_features: str
         if save_features is not None:
             raise KdgenError("--save-features applies to generator runs; a classifier run has no FID features - drop it")
         metrics = evaluate_classifier_pair(cfg, teacher=teacher, student=student, out=out)
+    elif face_of(teacher).kind == "image-to-image":
+        if save_features is not None:
+            raise KdgenError("--save-features applies to generator runs; an image-to-image run is measured on its pairs - drop it")
+        from .evaluation import evaluate_image_pair
+
+        metrics = evaluate_image_pair(cfg, teacher=teacher, student=student, out=out)
     else:
         from .methods import measurement_caveats
         from .metrics.quality import feature_path

@@ -270,6 +270,9 @@ def test_lpips_is_measured_from_a_backbone_weights_file(sr_teacher, tmp_path):
     assert all(0 < m[k]["lpips"] < 2 for k in ("teacher", "student", "input")) and m["student"]["vs_teacher"]["lpips"] > 0
     assert m["protocol"]["lpips"]["backbone"] == "alexnet" and m["protocol"]["lpips"]["compared_at"] == "64 px (bilinear up from 16)"
     assert "| LPIPS vs ground truth |" in res.table
+    again = kdgen.evaluate(tmp_path / "s", [f"eval.lpips={files[1]}"]).metrics  # a finished run, re-measured with another file
+    assert again["student"]["psnr"] == m["student"]["psnr"] and again["student"]["lpips"] != m["student"]["lpips"]
+    assert again["train"]["steps"] == 2  # what training recorded is kept
     t = kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [
         f"out={tmp_path / 't'}", "data.name=digits", "data.image_size=16", "data.channels=1", "train.steps=2",
         "model.args={base_width: 8, depth: 3, dropout: 0.0}", f"eval.lpips={files[0]}", *QUIET]).metrics
