@@ -442,7 +442,7 @@ def plan_image_to_image(cfg: RunConfig, teacher: nn.Module, face: Face, given: A
     preview = torch.stack([shown[i]["input"] for i in range(min(16, len(shown)))])
     student = pick_student(cfg, teacher, face, given)
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=face.image_size,
-                      channels=face.channels, z_shape=face.input_shape, in_channels=face.input_shape[0])
+                      channels=face.channels, z_shape=face.input_shape, in_channels=face.input_shape[0], paired=task != "none")
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.input_shape,
                                 preview_inputs=preview, real_from_teacher=task == "none", degradation=dataset.degradation)
     record = lambda: {"task": dataset.record()}  # noqa: E731

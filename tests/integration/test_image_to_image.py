@@ -291,3 +291,28 @@ def test_lpips_on_a_model_without_image_outputs_is_a_sentence(tiny_teacher, tmp_
 
     with pytest.raises(KdgenError, match="eval.lpips measures image-to-image outputs"):
         kdgen.distill("configs/gan/mnist5k-demo.yaml", [*tiny_overrides(tiny_teacher, tmp_path, steps=1), "eval.lpips=x.pth"])
+
+
+def test_the_truth_term_pulls_the_student_to_the_ground_truth(sr_teacher, tmp_path, tiny_teacher):
+    """methods.truth: L1 to the paired task's target (GAN Compression's paired reconstruction), beside the teacher's terms;
+    refused where there is no ground truth (data.task=none, or a noise -> image generator)."""
+    from conftest import tiny_overrides
+
+    from kdgen.methods import METHODS, TermContext
+
+    out, _ = sr_teacher
+    base = [f"teacher.path={out / 'teacher'}", "data.name=digits", "data.image_size=16", "data.channels=1", "train.steps=2",
+            "eval.enabled=false", *QUIET]
+    res = kdgen.distill("configs/img2img/emoji-sr4.yaml", [*base, f"out={tmp_path / 's'}",
+                                                           "methods={output: {weight: 1.0}, truth: {weight: 0.5}}"])
+    assert (tmp_path / "s" / "student" / "model.json").is_file() and res.metrics["train"]["steps"] == 2
+    term = METHODS.get("truth")(METHODS.get("truth").Options(), TermContext(student=None, teacher=None, paired=True))
+    from kdgen.methods.base import GenBatch
+
+    y = torch.rand(2, 1, 8, 8)
+    b = GenBatch(z=torch.zeros(2, 1, 8, 8), real=y, student_images=y + 0.25, teacher_images=y)
+    assert abs(float(term.student_loss(b)) - 0.25) < 1e-6  # the distance to the ground truth, not to the teacher's image
+    with pytest.raises(KdgenError, match="methods.truth pulls the student to a paired task's ground truth"):
+        kdgen.distill("configs/img2img/emoji-sr4.yaml", [*base, f"out={tmp_path / 'u'}", "data.task=none", "methods={truth: {}}"])
+    with pytest.raises(KdgenError, match="methods.truth pulls the student"):
+        kdgen.distill("configs/gan/mnist5k-demo.yaml", [*tiny_overrides(tiny_teacher, tmp_path / "g", steps=1), "methods={truth: {}}"])

@@ -74,6 +74,7 @@ class TermContext:
     channels: int = 1
     z_shape: tuple[int, ...] = (100,)
     in_channels: int | None = None  # image-to-image: the input's channels (a conditional discriminator takes input + output)
+    paired: bool = False  # image-to-image with a ground truth for each input (data.task other than none)
 
 
 class LossTerm(nn.Module):
