@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--steps", type=int, default=None, help="train.steps of all three (default: the recipes')")
     ap.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the student and the student alone")
+    ap.add_argument("--teacher-extra", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides for the teacher and the student alone (e.g. model.args.base_width=64: a bigger teacher)")
     ap.add_argument("--tag", default=None, help="a probe: its own RESULTS.md section (img2img-TASK-probe-TAG)")
     args = ap.parse_args()
     task = TASKS[args.task]
@@ -98,7 +100,7 @@ def main() -> None:
     teacher_run, student_run, alone_run = out / "teacher", out / "student", out / "alone"
     timings = {}
     if not (args.reuse and (teacher_run / "teacher" / "model.json").is_file()):
-        r = replacing(kdgen.train_teacher, TEACHER, [f"out={teacher_run}", *steps])
+        r = replacing(kdgen.train_teacher, TEACHER, [f"out={teacher_run}", *steps, *args.teacher_extra])
         timings["teacher"] = r.train_seconds
     if not (args.reuse and (student_run / "metrics.json").is_file()):
         r = replacing(kdgen.distill, RECIPE, [f"out={student_run}", f"teacher.path={teacher_run / 'teacher'}", f"student.width={WIDTH}",
@@ -109,7 +111,7 @@ def main() -> None:
 
         d = load_run_config(student_run / "config.yaml").train  # the same steps and learning rate as the distilled student
         r = replacing(kdgen.train_teacher, TEACHER, [f"out={alone_run}", f"model.args.width={WIDTH}", f"train.steps={d.steps}",
-                                                     f"train.lr={d.lr}", f"train.lr_schedule={d.lr_schedule}"])
+                                                     f"train.lr={d.lr}", f"train.lr_schedule={d.lr_schedule}", *args.teacher_extra])
         timings["alone"] = r.train_seconds
     m = json.loads((student_run / "metrics.json").read_text())
     alone = measure_alone(alone_run, student_run)["student"]
@@ -182,6 +184,8 @@ def main() -> None:
     command = " ".join(["python benchmarks/img2img.py", *sys.argv[1:]])
     title = f"## Image-to-image: {task['title']} (issue 15)" + (f" - probe '{args.tag}'" if args.tag else "")
     extra = f"Student overrides: `{' '.join(args.extra)}`; the student alone took the same steps, learning rate and schedule.\n\n" if args.extra else ""
+    if args.teacher_extra:
+        extra += f"Teacher overrides (the student alone has them too, at width {WIDTH}): `{' '.join(args.teacher_extra)}`.\n\n"
     section = f"{title}\n\n{header(command, time.perf_counter() - t0)}\n{extra}{body}\n"
     print(section)
     (out / "img2img.md").write_text(section)
