@@ -39,7 +39,8 @@ def export_onnx(graph: Graph, path: Path, *, opset: int | None = None) -> dict[s
     example = graph.random_inputs(2, torch.Generator().manual_seed(0))
     # Dim.AUTO: a batch-size guard inside the model (diffusers' Upsample2D branches on batch >= 64 to call
     # .contiguous(), a no-op in ONNX) becomes a range note instead of failing the export; parity checks the batches
-    batch = torch.export.Dim.AUTO
+    auto = torch.export.Dim.AUTO
+    dims = {0: auto, **({2: auto, 3: auto} if graph.size_multiple else {})}  # batch; H and W of fully convolutional families
     params = sum(p.numel() * p.element_size() for p in graph.module.parameters())
     big = params > 1_500_000_000  # protobuf caps one file at 2 GB: bigger students keep weights in student.onnx.data
     buf = io.StringIO()
@@ -48,7 +49,7 @@ def export_onnx(graph: Graph, path: Path, *, opset: int | None = None) -> dict[s
             warnings.simplefilter("ignore")
             torch.onnx.export(graph.module.cpu(), example, str(path), input_names=graph.inputs, output_names=graph.outputs,
                               opset_version=opset, dynamo=True, external_data=big, verbose=False,
-                              dynamic_shapes=tuple({0: batch, **({2: batch, 3: batch} if graph.size_multiple else {})} for _ in example))
+                              dynamic_shapes=tuple(dims for _ in example))
     except Exception as e:  # the exporter raises many types; the user needs one sentence
         raise KdgenError(f"torch.onnx.export could not export this student ({_first_line(e)}); try --format torchscript") from None
     model = onnx.load(str(path), load_external_data=False)
