@@ -30,6 +30,7 @@ from torch import nn
 
 from .errors import KdgenError
 from .faces import face_of
+from .runs import holding_run_lock, lock_run
 
 RUNTIMES = ("torch", "onnx", "int8")
 
@@ -156,6 +157,7 @@ def _shown(t: torch.Tensor) -> np.ndarray:
     return ((x + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+@holding_run_lock
 def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, runtime: str = "torch", max_frames: int | None = None,
           threads: int | None = None) -> dict[str, Any]:
     """Teacher and student of an image-to-image run over every frame of `input`; writes the side-by-side video and
@@ -174,6 +176,7 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
         raise KdgenError(f"'{run_dir}' is not a finished run folder (config.yaml and student/); give the folder `kdgen distill` wrote")
     if not src.is_file():
         raise KdgenError(f"video '{src}' does not exist; check the path")
+    lock_run(run_dir)  # it writes RUN/video and metrics.json: no training or export of this run meanwhile
     if threads:
         torch.set_num_threads(int(threads))
     cfg = load_run_config(run_dir / "config.yaml")

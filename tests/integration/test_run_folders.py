@@ -28,6 +28,20 @@ def test_a_second_writer_is_refused_naming_the_first(tiny_teacher, tmp_path):
     # its process is gone: the lock is stale, the run goes ahead and leaves no lock behind
     kdgen.distill("configs/gan/mnist5k-demo.yaml", tiny_overrides(tiny_teacher, out, steps=1, **{"eval.enabled": "false"}))
     assert (out / "student" / "model.json").is_file() and not (out / LOCK).exists()
+    # export and video write into the run folder too: they wait their turn like training does
+    from kdgen.video import video
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": "2026-12-01 10:00:00"}))
+        (tmp_path / "clip.mp4").write_bytes(b"x")
+        for call in (lambda: kdgen.export(out, measure_quality=False), lambda: video(out, tmp_path / "clip.mp4")):
+            with pytest.raises(KdgenError, match=rf"is in use by process {other.pid}"):
+                call()
+        assert not (out / "export").exists() and not (out / "video").exists()
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_refused_resume_names_the_keys_that_differ(tiny_teacher, tmp_path):

@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import KdgenError
 from ..io import atomic_write_text, checksum_path, write_checksum
 from ..onnx_sampler import SAMPLER_JSON, OnnxStudent
+from ..runs import holding_run_lock, lock_run
 from .common import (
     FORMATS,
     INT8_FILES,
@@ -84,6 +85,7 @@ def _commit(stage: Path, folder: Path, *, stale: tuple[str, ...] = ()) -> None:
         os.replace(path, folder / path.name)
 
 
+@holding_run_lock
 def export(run: str | Path | nn.Module, *, format: str = "onnx", quantize: str | None = None, opset: int | None = None,
            calibration: int = 256, measure_quality: bool = True, steps: int | None = None,
            seeds: list[int] | None = None, out: str | Path | None = None) -> dict[str, Any]:
@@ -117,6 +119,7 @@ def export(run: str | Path | nn.Module, *, format: str = "onnx", quantize: str |
         _need("onnxruntime", "checking an ONNX export")
     run_dir = Path(run).expanduser()
     model = _student(run_dir)
+    lock_run(run_dir)  # no training, resume or other export writes metrics.json and RUN/export meanwhile
     if steps is not None:
         _set_steps(model, steps)
     graph = Graph(model)
