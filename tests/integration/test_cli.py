@@ -164,7 +164,7 @@ def test_every_command_has_help(command, monkeypatch, capsys):
 def test_methods_lists_one_line_each(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "methods")
     lines = out.strip().splitlines()
-    assert code == 0 and [line.split()[0] for line in lines] == ["adversarial", "attention", "consistency", "dkd", "feature", "fitnet", "hinton", "onestep", "output", "perceptual", "progressive", "structural"]
+    assert code == 0 and [line.split()[0] for line in lines] == ["adversarial", "attention", "consistency", "dkd", "feature", "fitnet", "hinton", "onestep", "output", "perceptual", "progressive", "structural", "truth"]
 
 
 def test_evaluate_remeasures_a_run_and_keeps_training_record(tiny_run, monkeypatch, capsys):

@@ -154,7 +154,7 @@ OVERRIDES = st.one_of(st.lists(override(), max_size=2), st.lists(override(), max
 # --------------------------------------------------------------------------- 1. the config surface
 
 
-@settings(max_examples=1000, **SETTINGS)
+@settings(max_examples=400, **SETTINGS)
 @given(source=st.sampled_from([None, {}, *RECIPES]), overrides=OVERRIDES, task=st.sampled_from([None, *TASKS]))
 def test_config_overrides_load_or_raise_kdgen_error(source, overrides, task):
     """load_config / task_config give a RunConfig or a KdgenError, and a config that loads can be saved and read back."""

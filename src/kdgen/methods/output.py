@@ -33,6 +33,7 @@ class TruthTerm(OutputTerm):
     """Pixel L1/L2 between the student's image and a paired task's ground truth (GAN Compression's paired L_recon)."""
 
     needs_teacher = False  # the same options as `output`: weight, distance
+    paired_only = True  # only image-to-image runs on a paired task have a ground truth
 
     def __init__(self, options: "OutputTerm.Options", ctx: TermContext):
         super().__init__(options, ctx)
