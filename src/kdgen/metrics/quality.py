@@ -11,8 +11,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..errors import KdgenError
 from ..io import file_sha256, load_state_dict_file, resolve_path
@@ -216,6 +214,9 @@ class QualityMetric:
             raise KdgenError(f"the reference set has {len(real)} images; it needs more than eval.k={k} (lower eval.k or use more real images)")
         self.extractor, self.batch_size, self.kid_subset, self.k = extractor, batch_size, kid_subset, k
         subset = min(kid_subset, len(real))
+        from torchmetrics.image.fid import FrechetInceptionDistance  # here, not at import: torchmetrics.image takes ~2 s to load
+        from torchmetrics.image.kid import KernelInceptionDistance
+
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
         self.kid = KernelInceptionDistance(feature=extractor, reset_real_features=False, subset_size=subset, subsets=50)
         for chunk in real.split(batch_size):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from ..io import atomic_write_bytes
 
@@ -80,6 +79,8 @@ def format_table(metrics: dict) -> str:
 
 
 def to_pil(images: torch.Tensor, nrow: int = 8) -> Image.Image:
+    from torchvision.utils import make_grid  # here, not at import: torchvision takes ~1.5 s to load
+
     grid = make_grid(images.float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=nrow, padding=2, pad_value=1.0)
     arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 or (arr[:, :, 0] == arr[:, :, 1]).all() else arr)
