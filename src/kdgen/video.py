@@ -95,10 +95,11 @@ class _Runner:
         return tiled(self._run, x, self.tile)
 
 
-def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | None, Path | None]:
-    """(teacher graph, student graph) for onnx / int8: the student's from `kdgen export`, the teacher's made here once."""
+def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | None, Path | None, bool]:
+    """(teacher graph, student graph, whether both take frames whole) for onnx / int8: the student's from `kdgen export`,
+    the teacher's made here once, with free H and W when the student's has them; torch: (None, None, True)."""
     if runtime == "torch":
-        return None, None
+        return None, None, True
     from .export.common import INT8_FILES, ONNX_FILE
 
     student = run_dir / "export" / (ONNX_FILE if runtime == "onnx" else INT8_FILES["dynamic"])
@@ -109,10 +110,11 @@ def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | Non
 
     folder = run_dir / "video" / "teacher-graph"
     fp32, q = folder / ONNX_FILE, folder / INT8_FILES["dynamic"]
+    whole = free_size(student)
     made = fp32.is_file() and checksum_path(fp32).is_file() and (runtime == "onnx" or checksum_path(q).is_file())
     if made:
         verify_checksum(fp32)
-        made = free_size(fp32) or not free_size(student)  # a fixed-size graph from an older kdgen: re-made like the student's
+        made = free_size(fp32) == whole  # a fixed-size graph from an older kdgen: re-made like the student's
     if not made:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -131,9 +133,7 @@ def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | Non
                 root.setLevel(level)
             for f in (ONNX_FILE, q.name):
                 write_checksum(stage / f)
-    graph_file = fp32 if runtime == "onnx" else q
-    verify_checksum(graph_file)
-    return graph_file, student
+    return (fp32 if runtime == "onnx" else q), student, whole  # their sessions verify the checksums on opening
 
 
 def _model_input(frame: torch.Tensor, task: str, in_channels: int) -> torch.Tensor:
@@ -184,13 +184,7 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
     if face_of(student).kind != "image-to-image":
         raise KdgenError(f"kdgen video runs image-to-image students; '{run_dir}' holds a {face_of(student).kind}")
     teacher = resolve_teacher(cfg.teacher, None).cpu().eval()
-    t_graph, s_graph = _graphs(run_dir, teacher, runtime)
-    if runtime == "torch":
-        whole = True
-    else:
-        from .export.runtime import free_size
-
-        whole = free_size(t_graph) and free_size(s_graph)  # both whole or both tiled: the same work for each
+    t_graph, s_graph, whole = _graphs(run_dir, teacher, runtime)  # both whole or both tiled: the same work for each
     models = {"teacher": _Runner(teacher, runtime, t_graph, whole), "student": _Runner(student, runtime, s_graph, whole)}
     task = cfg.data.task or "none"
     dest = Path(out).expanduser() if out is not None else run_dir / "video" / f"{src.stem}-{runtime}.mp4"

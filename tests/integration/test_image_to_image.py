@@ -202,6 +202,9 @@ def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher
     (tmp_path / "not.mp4").write_text("hello")
     with pytest.raises(KdgenError, match="is not a video PyAV can read"):
         video(run, tmp_path / "not.mp4")
+    (run / "export" / "student.onnx").write_bytes(b"broken")  # a damaged export: a sentence, not protobuf's traceback
+    with pytest.raises(KdgenError, match="is not a readable ONNX graph"):
+        video(run, clip, runtime="onnx")
 
 
 def test_tiling_stitches_back_exactly():

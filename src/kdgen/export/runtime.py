@@ -75,10 +75,12 @@ def _free_size(model) -> bool:
 
 
 def free_size(path: Path) -> bool:
-    """_free_size of an .onnx file on disk (its weights not loaded)."""
-    import onnx
-
-    return _free_size(onnx.load(str(path), load_external_data=False))
+    """_free_size of an .onnx file on disk (its weights not loaded); a file that is not one is a sentence."""
+    onnx = _need("onnx", "reading an ONNX graph")
+    try:
+        return _free_size(onnx.load(str(path), load_external_data=False))
+    except Exception as e:  # protobuf's DecodeError, an empty or truncated file
+        raise KdgenError(f"'{path}' is not a readable ONNX graph ({_first_line(e)}); run `kdgen export` again") from None
 
 
 def _ort_runner(graph: Graph, path: Path, threads: int | None = None) -> Callable:

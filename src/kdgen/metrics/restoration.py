@@ -10,6 +10,7 @@ the calibrated linear heads ship inside torchmetrics, the backbone does not, and
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -57,41 +58,47 @@ _LPIPS_NETS = {"vgg16": ("vgg", "features.28.weight"), "squeezenet1_1": ("squeez
                "alexnet": ("alex", "features.10.weight")}
 
 
+@functools.lru_cache(maxsize=1)  # a run checks the file before training and measures after: one load, the same file
+def _lpips_net(path: str, stamp: tuple | None) -> tuple[nn.Module, str]:
+    """The torchmetrics LPIPS net with its backbone's weights from `path`, and which backbone (`stamp`: the file's mtime
+    and size, so a changed file is read again)."""
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    from ..errors import KdgenError
+    from ..io import load_state_dict_file
+
+    state = load_state_dict_file(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    backbone = next((b for b, (_, key) in _LPIPS_NETS.items() if key in state), None)
+    if backbone is None:
+        raise KdgenError(f"eval.lpips '{path}' is not a torchvision AlexNet, VGG16 or SqueezeNet 1.1 state dict (no "
+                         f"{', '.join(k for _, k in _LPIPS_NETS.values())}); give the file torchvision saves for one of them")
+    net = _LPIPS(pretrained=True, net=_LPIPS_NETS[backbone][0], pnet_rand=True).eval()  # linear heads: torchmetrics' own file
+    # the backbone's `features.N.*` -> where the LPIPS net keeps layer N (sliceK.N.* or slices.K.N.*)
+    mine = {"features." + re.sub(r"^(slice\d+|slices\.\d+)\.", "", n): n for n, _ in net.net.named_parameters()}
+    missing = [k for k in mine if k not in state]
+    if missing:
+        raise KdgenError(f"eval.lpips '{path}' lacks {missing[0]} of a {backbone}; give the complete torchvision state dict")
+    wanted = net.net.state_dict()
+    for k, n in mine.items():
+        if state[k].shape != wanted[n].shape:
+            raise KdgenError(f"eval.lpips '{path}': {k} has shape {tuple(state[k].shape)}, a {backbone} has "
+                             f"{tuple(wanted[n].shape)}; give the torchvision {backbone} weights")
+    net.net.load_state_dict({n: state[k] for k, n in mine.items()})
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, backbone
+
+
 class Lpips:
     """LPIPS between image batches in [-1, 1] (lower: more alike), its backbone read from a torchvision weights file."""
 
     MIN_SIZE = 64
 
     def __init__(self, path: str, *, batch_size: int = 64):
-        from torchmetrics.functional.image.lpips import _LPIPS
-
-        from ..errors import KdgenError
-        from ..io import load_state_dict_file
-
-        path = str(Path(path).expanduser())
-        state = load_state_dict_file(path)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        backbone = next((b for b, (_, key) in _LPIPS_NETS.items() if key in state), None)
-        if backbone is None:
-            raise KdgenError(f"eval.lpips '{path}' is not a torchvision AlexNet, VGG16 or SqueezeNet 1.1 state dict (no "
-                             f"{', '.join(k for _, k in _LPIPS_NETS.values())}); give the file torchvision saves for one of them")
-        self.net_name, self.backbone, self.batch_size = _LPIPS_NETS[backbone][0], backbone, batch_size
-        self.net = _LPIPS(pretrained=True, net=self.net_name, pnet_rand=True).eval()  # linear heads: torchmetrics' own file
-        # the backbone's `features.N.*` -> where the LPIPS net keeps layer N (sliceK.N.* or slices.K.N.*)
-        mine = {"features." + re.sub(r"^(slice\d+|slices\.\d+)\.", "", n): n for n, _ in self.net.net.named_parameters()}
-        missing = [k for k in mine if k not in state]
-        if missing:
-            raise KdgenError(f"eval.lpips '{path}' lacks {missing[0]} of a {backbone}; give the complete torchvision state dict")
-        wanted = self.net.net.state_dict()
-        for k, n in mine.items():
-            if state[k].shape != wanted[n].shape:
-                raise KdgenError(f"eval.lpips '{path}': {k} has shape {tuple(state[k].shape)}, a {backbone} has "
-                                 f"{tuple(wanted[n].shape)}; give the torchvision {backbone} weights")
-        self.net.net.load_state_dict({n: state[k] for k, n in mine.items()})
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-        self.path = path
+        self.path, self.batch_size = str(Path(path).expanduser()), batch_size
+        st = Path(self.path).stat() if Path(self.path).is_file() else None
+        self.net, self.backbone = _lpips_net(self.path, (st.st_mtime_ns, st.st_size) if st else None)
 
     @torch.no_grad()
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> float:
