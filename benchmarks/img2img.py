@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +78,39 @@ def measure_alone(alone_dir: Path, distill_dir: Path) -> dict:
     out = alone_dir / "as-student"
     save_model(alone, out / "student", family=alone.kdgen_meta["family"], args=alone.kdgen_meta["args"])
     return evaluate_image_pair(cfg, teacher=resolve_teacher(cfg.teacher, None), student=alone, out=out)
+
+
+def ceiling(teacher_dir: Path, size: int, threads: int = 2, repeats: int = 30) -> dict:
+    """How fast any student of the teacher's family and depth can run: the teacher's frame time over that of the same
+    family at width 0.001 (every inner layer 1 channel wide; untrained, speed only) in ONNX at size x size, batch 1.
+    What is left in the thinnest student is the work every such network pays per pixel whatever its width: the first
+    layer reading the frame, the last writing it, and each op's fixed cost."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kdgen.export.graph import Graph
+    from kdgen.export.runtime import export_onnx
+    from kdgen.metrics.cost import median_ms
+    from kdgen.models.loading import build_model, load_model
+    from kdgen.onnx_sampler import session
+
+    teacher = load_model(teacher_dir)
+    meta = teacher.kdgen_meta
+    thinnest = build_model(meta["family"], {**meta["args"], "width": 0.001})
+    thinnest.kdgen_meta = {**meta, "args": {**meta["args"], "width": 0.001}}  # a kdgen family: exported with free H and W
+    x = torch.rand(1, meta["args"]["in_channels"], size, size) * 2 - 1
+    ms, macs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in (("teacher", teacher), ("thinnest", thinnest)):
+            model.eval()
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(x)
+            macs[name] = int(counter.get_total_flops() // 2)
+            path = Path(tmp) / f"{name}.onnx"
+            export_onnx(Graph(model), path)
+            sess = session(path, threads=threads)
+            feed = {sess.get_inputs()[0].name: x.numpy()}
+            ms[name] = median_ms(lambda: sess.run(None, feed), repeats=repeats)
+    return {"size": size, "ms": ms, "ratio": ms["teacher"] / ms["thinnest"], "macs": macs}
 
 
 def main() -> None:
@@ -140,6 +174,9 @@ def main() -> None:
         for runtime in ("torch", "onnx", "int8"):
             fps[f"{name} {runtime}"] = video(student_run, path, runtime=runtime, threads=2)
 
+    big_size = task["clips"][list(task["clips"])[-1]] * (4 if cfg.data.task == "sr4" else 1)  # the models' input size
+    ceil = ceiling(teacher_run / "teacher", big_size, repeats=5 if args.quick else 30)
+
     ex = json.loads((student_run / "metrics.json").read_text())["export"]["onnx"]
     rows = [("teacher", t), ("student (distilled)", s), ("student alone", alone)]
     table = ["| model | PSNR (dB) | SSIM | FID | KID x1000 | params | MACs / image | latency b1 (ms) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -180,7 +217,12 @@ def main() -> None:
             + "\n".join(table) + "\n\nTargets:\n" + "\n".join(targets)
             + f"\n\nExport: ONNX parity max abs {ex['parity']['max_abs']:.1e}. int8 re-measured on the held-out pairs: {int8}\n\n"
             "Video (`kdgen video`, 2 torch / onnxruntime threads, batch 1, decode and encode not counted; onnx / int8 graphs "
-            "with free H and W run frames whole):\n\n" + "\n".join(vrows))
+            "with free H and W run frames whole; after one untimed call each, each model runs 16 frames in a row):\n\n"
+            + "\n".join(vrows)
+            + f"\n\nThe ceiling: the same family at width 0.001 (every inner layer 1 channel; untrained, speed only) runs "
+            f"{ceil['ms']['thinnest']:.2f} ms a {big_size} px frame in ONNX (2 threads) against the teacher's {ceil['ms']['teacher']:.2f} ms: "
+            f"**{ceil['ratio']:.1f}x**, at {ceil['macs']['teacher'] / ceil['macs']['thinnest']:.0f}x fewer MACs - the most frames/s any "
+            "narrower student of this depth could gain here.")
     command = " ".join(["python benchmarks/img2img.py", *sys.argv[1:]])
     title = f"## Image-to-image: {task['title']} (issue 15)" + (f" - probe '{args.tag}'" if args.tag else "")
     extra = f"Student overrides: `{' '.join(args.extra)}`; the student alone took the same steps, learning rate and schedule.\n\n" if args.extra else ""

@@ -199,7 +199,7 @@ def video(
     out: Optional[Path] = typer.Option(None, "--out", help="the side-by-side video (default RUN/video/INPUT-RUNTIME.mp4)"),
     runtime: str = typer.Option("torch", "--runtime", help="torch | onnx | int8 (onnx and int8 need `kdgen export RUN` first)"),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's own)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of torch and onnxruntime alike (default: torch's own)"),
 ) -> None:
     """Teacher and student over every frame of a video: input | teacher | student side by side, and each one's frames/s."""
     from .video import video as run_video

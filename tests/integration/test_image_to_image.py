@@ -186,8 +186,14 @@ def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher
 
     ex = json.loads((run / "metrics.json").read_text())["export"]["onnx"]
     assert ex["free_size"] and ex["parity"]["batches"]["b1@40px"]["max_abs"] < 1e-4  # checked at another size than 16
-    rec = video(run, clip, runtime="onnx", max_frames=3)
-    assert rec["frames"] == 3 and rec["mode"] == {"teacher": "fully convolutional", "student": "fully convolutional"}
+    monkeypatch.setattr("kdgen.video.CHUNK", 2)  # chunks of 2, 2 and 1 frames: every frame once, in order, none lost
+    rec = video(run, clip, runtime="onnx", max_frames=5, out=tmp_path / "five.mp4")
+    with av.open(str(tmp_path / "five.mp4")) as c:
+        panels = [f.to_ndarray(format="gray")[:, :88].astype(float) for f in c.decode(c.streams.video[0])]
+    dark = [(255 - p).sum(0) for p in panels]  # the moving square in each frame's input panel: where its columns are
+    xs = [float((d * range(88)).sum() / d.sum()) for d in dark]
+    assert len(xs) == 5 and all(b - a > 2 for a, b in zip(xs, xs[1:])), xs  # it moves right 4 px a frame: frames in order
+    assert rec["frames"] == 5 and rec["threads"] == torch.get_num_threads() and rec["mode"] == {"teacher": "fully convolutional", "student": "fully convolutional"}
     assert rec["model_input"] == [56, 88] and rec["output_size"] == [56, 88] and min(rec["fps"].values()) > 0
     assert (run / "video" / "teacher-graph" / "student.onnx").is_file()  # the teacher's own graph, same runtime
     from kdgen.models.loading import load_model
