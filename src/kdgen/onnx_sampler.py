@@ -63,8 +63,10 @@ REQUIRED = {  # what each kind of sampler.json must hold
 }
 
 
-def session(path: str | Path, *, threads: int | None = None):
-    """An onnxruntime CPU session (intra-op threads as given), or one sentence when onnxruntime is missing."""
+def session(path: str | Path, *, threads: int | None = None, spin: bool = True):
+    """An onnxruntime CPU session (intra-op threads as given), or one sentence when onnxruntime is missing. `spin=False`:
+    its idle worker threads sleep instead of spinning, for callers that run torch work or another session between calls
+    (a spinning pool takes the cores that work needs: FIELD-NOTES.md)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -73,6 +75,8 @@ def session(path: str | Path, *, threads: int | None = None):
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     _verify_checksum(Path(path))
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

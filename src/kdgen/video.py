@@ -81,7 +81,7 @@ class _Runner:
         if runtime != "torch":
             from .onnx_sampler import session
 
-            self.session = session(graph, threads=threads)
+            self.session = session(graph, threads=threads, spin=False)  # torch work and the other model run between calls
 
     def _run(self, b: torch.Tensor) -> torch.Tensor:
         if self.runtime == "torch":

@@ -203,6 +203,8 @@ def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher
     whole = _Runner(student, "onnx", run / "export" / "student.onnx", True)(frame)
     assert torch.allclose(whole, _Runner(student, "torch", None, True)(frame), atol=1e-4)  # the same frame as PyTorch's
     assert _Runner(student, "onnx", run / "export" / "student.onnx", False).mode == "tiled 16x16"
+    opts = _Runner(student, "onnx", run / "export" / "student.onnx", True, 2).session.get_session_options()
+    assert opts.intra_op_num_threads == 2 and opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     m = json.loads((run / "metrics.json").read_text())["video"]
     assert set(m) == {"torch", "onnx"} and m["torch"]["frames"] == 7
     (tmp_path / "not.mp4").write_text("hello")
