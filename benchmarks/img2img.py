@@ -123,10 +123,13 @@ def main() -> None:
     ap.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the student and the student alone")
     ap.add_argument("--teacher-extra", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides for the teacher and the student alone (e.g. model.args.base_width=64: a bigger teacher)")
+    ap.add_argument("--recipe", default=None, help="another distillation recipe of the task (e.g. configs/img2img/emoji-sr4-fast.yaml)")
+    ap.add_argument("--alone-extra", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides for the student alone only, after the others (e.g. model.family=subpixel-net model.args.width=1)")
     ap.add_argument("--tag", default=None, help="a probe: its own RESULTS.md section (img2img-TASK-probe-TAG)")
     args = ap.parse_args()
     task = TASKS[args.task]
-    TEACHER, RECIPE = task["teacher"], task["recipe"]
+    TEACHER, RECIPE = task["teacher"], args.recipe or task["recipe"]
     out = Path(args.out or ("runs/bench-img2img" if args.task == "emoji-sr4" else f"runs/bench-img2img-{args.task}"))
     t0 = time.perf_counter()
     steps = ["train.steps=6"] if args.quick else ([f"train.steps={args.steps}"] if args.steps else [])
@@ -145,7 +148,8 @@ def main() -> None:
 
         d = load_run_config(student_run / "config.yaml").train  # the same steps and learning rate as the distilled student
         r = replacing(kdgen.train_teacher, TEACHER, [f"out={alone_run}", f"model.args.width={WIDTH}", f"train.steps={d.steps}",
-                                                     f"train.lr={d.lr}", f"train.lr_schedule={d.lr_schedule}", *args.teacher_extra])
+                                                     f"train.lr={d.lr}", f"train.lr_schedule={d.lr_schedule}", *args.teacher_extra,
+                                                     *args.alone_extra])
         timings["alone"] = r.train_seconds
     m = json.loads((student_run / "metrics.json").read_text())
     alone = measure_alone(alone_run, student_run)["student"]
@@ -219,13 +223,15 @@ def main() -> None:
             "Video (`kdgen video`, 2 torch / onnxruntime threads, batch 1, decode and encode not counted; onnx / int8 graphs "
             "with free H and W run frames whole; after one untimed call each, each model runs 16 frames in a row):\n\n"
             + "\n".join(vrows)
-            + f"\n\nThe ceiling: the same family at width 0.001 (every inner layer 1 channel; untrained, speed only) runs "
+            + f"\n\nThe ceiling of the teacher's family: it at width 0.001 (every inner layer 1 channel; untrained, speed only) runs "
             f"{ceil['ms']['thinnest']:.2f} ms a {big_size} px frame in ONNX (2 threads) against the teacher's {ceil['ms']['teacher']:.2f} ms: "
             f"**{ceil['ratio']:.1f}x**, at {ceil['macs']['teacher'] / ceil['macs']['thinnest']:.0f}x fewer MACs - the most frames/s any "
-            "narrower student of this depth could gain here.")
+            "narrower student of that family and depth could gain here.")
     command = " ".join(["python benchmarks/img2img.py", *sys.argv[1:]])
     title = f"## Image-to-image: {task['title']} (issue 15)" + (f" - probe '{args.tag}'" if args.tag else "")
     extra = f"Student overrides: `{' '.join(args.extra)}`; the student alone took the same steps, learning rate and schedule.\n\n" if args.extra else ""
+    if args.recipe:
+        extra += f"Recipe: `{args.recipe}`" + (f"; the student alone: `{' '.join(args.alone_extra)}`" if args.alone_extra else "") + ".\n\n"
     if args.teacher_extra:
         extra += f"Teacher overrides (the student alone has them too, at width {WIDTH}): `{' '.join(args.teacher_extra)}`.\n\n"
     section = f"{title}\n\n{header(command, time.perf_counter() - t0)}\n{extra}{body}\n"

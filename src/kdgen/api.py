@@ -20,6 +20,7 @@ from .methods import GeneratorDistiller, TermContext
 from .methods.adversarial import AdversarialTerm
 from .methods.supervised import SupervisedClassifier
 from .models.classifier import CLASSIFIER_FAMILIES
+from .models.img2img import IMAGE_TO_IMAGE_FAMILIES
 from .models.loading import build_model, load_model, save_model
 from .models.resolve import resolve_teacher
 from .pipeline import distill, use_data
@@ -258,7 +259,6 @@ def train_teacher(config: Any = None, overrides: list[str] | None = None, *, res
     return Result(out, metrics, trained.student, trained.total_seconds)
 
 
-IMAGE_TO_IMAGE_FAMILIES = ("pix2pix-unet", "resnet-generator")
 PIX2PIX_KEYS = {"l1_weight", "adversarial_weight", "discriminator"}  # model.args of the training, not of the network
 
 

@@ -89,7 +89,9 @@ class StudentConfig:
     structure: Literal["auto", "pruned"] = "auto"
     layers_per_block: int | None = field(default=None, metadata=_check(ge=1))  # diffusion UNets: resnets per stage; None: the teacher's
     attention: bool = True  # diffusion UNets: false removes the attention blocks
-    family: str | None = None  # classifiers: the student's family (mlp, cnn, resnet, featnet); None: the teacher's
+    # the student's own family: classifiers (mlp, cnn, resnet, featnet; None: the teacher's), image-to-image (pix2pix-unet,
+    # resnet-generator, subpixel-net; None: the teacher's, shrunk by width) - args in student.args, random initial weights
+    family: str | None = None
     args: dict[str, Any] = field(default_factory=dict)  # the student's model args: over the teacher's (family), or of student.class
     class_: str | None = field(default=None, metadata={"key": "class"})  # a student of its own class; None: derived from the teacher
     weights: str | None = None  # starting weights of student.class (safetensors or .pt/.pth); None: random init

@@ -151,8 +151,9 @@ def _refuse_keys_of_other_kinds(cfg: RunConfig, kind: str) -> None:
         raise KdgenError(f"data.task makes (input, target) pairs for an image-to-image teacher; this teacher is a {kind} - remove data.task")
     if kind != "image-to-image" and cfg.eval.lpips is not None:
         raise KdgenError(f"eval.lpips measures image-to-image outputs against their targets; this teacher is a {kind} - remove eval.lpips")
-    if kind != "classifier" and s.family is not None:
-        raise KdgenError("student.family names a kdgen classifier family; for a generator give student.class or student.width")
+    if kind not in ("classifier", "image-to-image") and s.family is not None:
+        raise KdgenError("student.family names a kdgen classifier or image-to-image family; for a generator give student.class or "
+                         "student.width")
     if kind != "diffusion" and (s.layers_per_block is not None or not s.attention or cfg.teacher.steps is not None):
         raise KdgenError("student.layers_per_block, student.attention and teacher.steps apply to diffusion teachers; remove them")
     if kind == "diffusion" and s.args and s.class_ is None:
@@ -440,13 +441,40 @@ def plan_image_to_image(cfg: RunConfig, teacher: nn.Module, face: Face, given: A
     dataset = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="train")
     shown = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="test" if held_out(cfg) else "train")
     preview = torch.stack([shown[i]["input"] for i in range(min(16, len(shown)))])
-    student = pick_student(cfg, teacher, face, given)
+    student = image_to_image_student(cfg, teacher, face, given)
     ctx = TermContext(student=student, teacher=teacher, teacher_path=cfg.teacher.path, image_size=face.image_size,
                       channels=face.channels, z_shape=face.input_shape, in_channels=face.input_shape[0], paired=task != "none")
     method = GeneratorDistiller(student=student, teacher=teacher, terms=build_terms(cfg.methods, ctx), z_shape=face.input_shape,
                                 preview_inputs=preview, real_from_teacher=task == "none", degradation=dataset.degradation)
     record = lambda: {"task": dataset.record()}  # noqa: E731
     return Plan(method, dataset, evaluate_image_pair, lambda m, folder: save_any(m, folder), record)
+
+
+def image_to_image_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> nn.Module:
+    """Given, student.class, derived from the teacher (student.width / init), or a kdgen image-to-image family of its own
+    (student.family with student.args; the teacher's args when it is the teacher's family), started from random weights."""
+    from .models.img2img import IMAGE_TO_IMAGE_FAMILIES
+
+    s = cfg.student
+    if s.family is None:
+        return pick_student(cfg, teacher, face, given)
+    if given is not None or s.class_ is not None:
+        raise KdgenError("student.family and a given student (student.class or student=) both name the student; keep one")
+    if s.family not in IMAGE_TO_IMAGE_FAMILIES:
+        raise KdgenError(f"student.family '{s.family}' is not an image-to-image family; use one of {', '.join(IMAGE_TO_IMAGE_FAMILIES)}")
+    meta = getattr(teacher, "kdgen_meta", None) or {}
+    base = dict(meta.get("args", {})) if meta.get("family") == s.family else {}
+    fixed = {"in_channels": face.input_shape[0], "out_channels": face.channels, "image_size": face.image_size}
+    for key, want in fixed.items():
+        if s.args.get(key, want) != want:
+            raise KdgenError(f"student.args.{key}={s.args[key]} but the teacher's is {want}; remove student.args.{key}")
+    args = {**base, **s.args, **fixed}
+    torch.manual_seed(cfg.train.seed)
+    student = build_model(s.family, args)
+    object.__setattr__(student, "kdgen_family", (s.family, args))
+    set_face(student, face)
+    check_saveable(student, "student")
+    return student
 
 
 PLANS: dict[str, Callable[..., Plan] | None] = {"generator": plan_generator, "classifier": plan_classifier, "diffusion": None,

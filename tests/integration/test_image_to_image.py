@@ -51,6 +51,30 @@ def test_the_families_map_images_to_images_at_any_multiple_of_their_stride(famil
     assert sum(p.numel() for p in half.parameters()) < 0.4 * sum(p.numel() for p in net.parameters())
 
 
+def test_subpixel_net_starts_as_its_input_and_its_first_conv_is_pixel_unshuffle_then_a_3x3_conv():
+    from kdgen.models.img2img import size_multiple
+
+    net = build_model("subpixel-net", {"in_channels": 1, "out_channels": 3, "image_size": 16, "scale": 4, "base_width": 8, "depth": 3})
+    net.kdgen_meta = {"family": "subpixel-net"}
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    assert torch.equal(net(x), x.repeat(1, 3, 1, 1))  # its last conv starts at zero: the grey input, before any training
+    assert net(torch.zeros(1, 1, 32, 48)).shape == (1, 3, 32, 48) and size_multiple(net) == 4  # any multiple of its scale
+    s, big = 4, net.body[0]  # 12x12, stride 4: read back as the 3x3 conv over the 16 unshuffled channels it equals
+    small = torch.nn.Conv2d(s * s, big.out_channels, 3, 1, 1)
+    with torch.no_grad():
+        for i in range(s):
+            for j in range(s):
+                for dh in range(3):
+                    for dw in range(3):
+                        small.weight[:, i * s + j, dh, dw] = big.weight[:, 0, s * dh + i, s * dw + j]
+        small.bias.copy_(big.bias)
+        assert torch.allclose(big(x), small(torch.nn.functional.pixel_unshuffle(x, s)), atol=1e-5)
+    with pytest.raises(KdgenError, match="not divisible by scale 3"):
+        build_model("subpixel-net", {"in_channels": 1, "out_channels": 1, "image_size": 16, "scale": 3})
+    with pytest.raises(KdgenError, match="not a multiple of in_channels"):
+        build_model("subpixel-net", {"in_channels": 3, "out_channels": 1, "image_size": 16})
+
+
 def test_a_user_module_states_its_image_to_image_face():
     conv = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Tanh())
     face = kdgen.ImageToImage(conv, input_shape=(1, 16, 16)).face
@@ -92,6 +116,26 @@ def test_a_student_distilled_from_it_is_smaller_measured_and_reloads(sr_teacher,
     student = kdgen.load_model(tmp_path / "s" / "student")
     assert face_of(student).kind == "image-to-image" and student(torch.zeros(1, 1, 16, 16)).shape == (1, 1, 16, 16)
     assert (tmp_path / "s" / "samples" / "teacher_vs_student.png").is_file()
+
+
+def test_a_student_of_another_family_is_distilled_saved_exported_whole_and_refused_when_wrong(sr_teacher, tmp_path):
+    """student.family: a subpixel-net student of the U-Net teacher, from random weights; it reloads as its family, and its
+    graph has free H and W (its scale the multiple); a family that is not image-to-image, a given student beside it, or
+    args that contradict the teacher's shape are sentences."""
+    out, _ = sr_teacher
+    base = [f"teacher.path={out / 'teacher'}", "data.name=digits", "data.image_size=16", "data.channels=1", *QUIET]
+    res = kdgen.distill("configs/img2img/emoji-sr4-fast.yaml", [*base, f"out={tmp_path / 's'}", "train.steps=3",
+                                                                "student.args={scale: 4, base_width: 8, depth: 3}"])
+    meta = json.loads((tmp_path / "s" / "student" / "model.json").read_text())
+    assert meta["family"] == "subpixel-net" and meta["args"]["in_channels"] == 1 and meta["args"]["base_width"] == 8
+    assert res.metrics["student"]["macs"] < 0.3 * res.metrics["teacher"]["macs"] and res.metrics["student"]["psnr"] > 0
+    ex = kdgen.export(tmp_path / "s", measure_quality=False)["onnx"]
+    assert ex["free_size"] and ex["size_multiple"] == 4 and ex["parity"]["max_abs"] <= ex["parity"]["tolerance"]
+    for arg, why in (("student.family=mlp", "is not an image-to-image family"),
+                     ("student.args.in_channels=3", "student.args.in_channels=3 but the teacher's is 1"),
+                     ("student.class=torch.nn:Identity", "both name the student")):
+        with pytest.raises(KdgenError, match=why):
+            kdgen.distill("configs/img2img/emoji-sr4-fast.yaml", [*base, f"out={tmp_path / 'x'}", arg])
 
 
 def test_unpaired_inputs_distil_from_the_teachers_outputs_alone(sr_teacher, tmp_path, monkeypatch):

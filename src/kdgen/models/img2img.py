@@ -4,13 +4,17 @@
                         BatchNorm, LeakyReLU down / ReLU up, dropout in the innermost decoder stages, tanh out
     resnet-generator    Johnson et al. (2016) / CycleGAN / GAN Compression: 7x7 conv, two stride-2 downsamplings,
                         residual blocks, two upsamplings, 7x7 conv, tanh; InstanceNorm
+    subpixel-net        a fast student for video (after ESPCN, Shi et al. 2016): the frame folded into s x s blocks
+                        (pixel unshuffle), a few 3x3 convs at 1/s of its resolution, unfolded back (pixel shuffle) and
+                        added to the input: it learns the correction, at a fraction of the per-pixel work
     patchgan-discriminator   a conditional PatchGAN on (input, output) pairs: one logit per patch (Isola et al. 2017)
 
-Both generators map an image [n, in_channels, H, W] in [-1, 1] to an image [n, out_channels, H, W] in [-1, 1], are fully
-convolutional (any H, W divisible by 2**depth, or by 4 for the ResNet generator), and name their stages so feature taps
-and pruning can address them: `down.N` / `up.N` (U-Net) and `down.N`, `blocks.N`, `up.N` (ResNet). `width` scales every
-channel count, as in the other families. Activations are not in place: a U-Net's skip keeps the encoder's tensor as it
-was, and torch-pruning traces an InstanceNorm only when the op after it leaves its output alone.
+The generators map an image [n, in_channels, H, W] in [-1, 1] to an image [n, out_channels, H, W] in [-1, 1]. They are
+fully convolutional: any H and W divisible by 2**depth (U-Net), by 4 (ResNet) or by `scale` (subpixel-net). They name
+their stages so feature taps and pruning can address them: `down.N` / `up.N` (U-Net), `down.N`, `blocks.N`, `up.N`
+(ResNet) and `body.N` (subpixel-net). `width` scales every channel count, as in the other families. Activations are not
+in place: a U-Net's skip keeps the encoder's tensor as it was, and torch-pruning traces an InstanceNorm only when the op
+after it leaves its output alone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from torch import nn
 from .gan import check_positive
 from .registry import MODEL_FAMILIES
 
+IMAGE_TO_IMAGE_FAMILIES = ("pix2pix-unet", "resnet-generator", "subpixel-net")
+
 
 def size_multiple(model: nn.Module) -> int | None:
     """What H and W must be a multiple of for a kdgen image-to-image family to run on any frame size (it is fully
@@ -30,6 +36,8 @@ def size_multiple(model: nn.Module) -> int | None:
         return 2 ** int(model.depth)
     if family == "resnet-generator":
         return 4
+    if family == "subpixel-net":
+        return int(model.scale)
     return None
 
 
@@ -122,6 +130,41 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.up(self.blocks(self.down(self.stem(x)))))
+
+
+@MODEL_FAMILIES.register("subpixel-net")
+class SubpixelNet(nn.Module):
+    """`depth` convs of base_width x width channels at 1/scale of the resolution (ReLU between), pixel shuffle back up, plus
+    the input (repeated to out_channels when it has fewer), clamped to [-1, 1]. The first conv is a 3 scale x 3 scale one
+    of stride `scale`: the same map as pixel unshuffle and a 3x3 conv (one op instead of a 6-d transpose, which
+    onnxruntime runs slowly). Its convs never see the full resolution: ~depth x channels^2 x 9 / scale^2 MACs a pixel."""
+
+    face_kind = "image-to-image"
+
+    def __init__(self, *, in_channels: int = 3, out_channels: int = 3, image_size: int = 32, scale: int = 4, base_width: int = 32,
+                 depth: int = 3, width: float = 1.0):
+        super().__init__()
+        check_positive(in_channels=in_channels, out_channels=out_channels, image_size=image_size, scale=scale, base_width=base_width,
+                       depth=depth, width=width)
+        if image_size % scale:
+            raise ValueError(f"image_size {image_size} is not divisible by scale {scale}; pick a scale that divides it")
+        if depth < 2:
+            raise ValueError(f"depth must be at least 2 (one conv in, one out), got {depth}")
+        if out_channels % in_channels:
+            raise ValueError(f"out_channels {out_channels} is not a multiple of in_channels {in_channels}: the input cannot be added")
+        self.in_channels, self.out_channels, self.image_size, self.scale = in_channels, out_channels, image_size, scale
+        c = _ch(base_width, width, 1)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, c, 3 * scale, scale, scale), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(c, c, 3, 1, 1), nn.ReLU()]
+        layers += [nn.Conv2d(c, out_channels * scale**2, 3, 1, 1), nn.PixelShuffle(scale)]
+        self.body = nn.Sequential(*layers)
+        nn.init.zeros_(self.body[-2].weight)  # it starts as the identity (the input itself), then learns the correction
+        nn.init.zeros_(self.body[-2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = x if self.out_channels == self.in_channels else x.repeat(1, self.out_channels // self.in_channels, 1, 1)
+        return (base + self.body(x)).clamp(-1, 1)
 
 
 @MODEL_FAMILIES.register("patchgan-discriminator")
