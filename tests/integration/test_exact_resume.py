@@ -78,6 +78,7 @@ def test_a_classifier_run_killed_resumes_bit_identical(recipe, tmp_path):
     _assert_identical(tmp_path / "ref" / "student", tmp_path / "cut" / "student")
 
 
+@pytest.mark.slow  # ~20 s; the same resume path as the classifier test above, plus the transfer set's generator state
 def test_a_classifier_run_on_a_generated_transfer_set_killed_resumes_bit_identical(tmp_path):
     """The transfer pool is drawn again from its seed, and the pool images each batch carries follow the restored streams."""
     teacher = tmp_path / "t"
