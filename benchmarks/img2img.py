@@ -4,6 +4,9 @@
     python benchmarks/img2img.py --task mnist5k-denoise   # mnist5k denoising -> `img2img-mnist5k-denoise`
     python benchmarks/img2img.py --quick                  # smoke run (a few steps); does not touch RESULTS.md
     python benchmarks/img2img.py --reuse                  # keep runs already in --out (teacher, student, alone), re-measure
+    python benchmarks/img2img.py --task mnist5k-denoise --out runs/bench-img2img-mnist5k-denoise-fast-a1 --tag fast-a1 \
+        --recipe configs/img2img/mnist5k-denoise-fast.yaml \
+        --alone-extra model.family=subpixel-net "model.args={scale: 4, base_width: 24, depth: 4}"   # the fast student
 
 1. The teacher: `kdgen train-teacher` on the task's teacher recipe (emoji-sr4: a pix2pix U-Net; mnist5k-denoise: a ResNet
    generator; both L1 x 100 + a conditional PatchGAN) - the recipe the shipped teacher was made by.
@@ -107,7 +110,7 @@ def ceiling(teacher_dir: Path, size: int, threads: int = 2, repeats: int = 30) -
             macs[name] = int(counter.get_total_flops() // 2)
             path = Path(tmp) / f"{name}.onnx"
             export_onnx(Graph(model), path)
-            sess = session(path, threads=threads)
+            sess = session(path, threads=threads, spin=False)  # as kdgen video opens them
             feed = {sess.get_inputs()[0].name: x.numpy()}
             ms[name] = median_ms(lambda: sess.run(None, feed), repeats=repeats)
     return {"size": size, "ms": ms, "ratio": ms["teacher"] / ms["thinnest"], "macs": macs}
@@ -125,7 +128,8 @@ def main() -> None:
                     help="overrides for the teacher and the student alone (e.g. model.args.base_width=64: a bigger teacher)")
     ap.add_argument("--recipe", default=None, help="another distillation recipe of the task (e.g. configs/img2img/emoji-sr4-fast.yaml)")
     ap.add_argument("--alone-extra", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="overrides for the student alone only, after the others (e.g. model.family=subpixel-net model.args.width=1)")
+                    help='overrides for the student alone only, after the others (e.g. model.family=subpixel-net '
+                         '"model.args={scale: 4, base_width: 24, depth: 4}": the whole dict, not the teacher\'s args merged)')
     ap.add_argument("--tag", default=None, help="a probe: its own RESULTS.md section (img2img-TASK-probe-TAG)")
     args = ap.parse_args()
     task = TASKS[args.task]
@@ -140,7 +144,11 @@ def main() -> None:
         r = replacing(kdgen.train_teacher, TEACHER, [f"out={teacher_run}", *steps, *args.teacher_extra])
         timings["teacher"] = r.train_seconds
     if not (args.reuse and (student_run / "metrics.json").is_file()):
-        r = replacing(kdgen.distill, RECIPE, [f"out={student_run}", f"teacher.path={teacher_run / 'teacher'}", f"student.width={WIDTH}",
+        from kdgen.config import read_yaml
+
+        family = (read_yaml(RECIPE).get("student") or {}).get("family")  # a student of its own family is sized by its args
+        width = [] if family else [f"student.width={WIDTH}"]
+        r = replacing(kdgen.distill, RECIPE, [f"out={student_run}", f"teacher.path={teacher_run / 'teacher'}", *width,
                                               *steps, *few, *args.extra])
         timings["student"] = r.train_seconds
     if not (args.reuse and (alone_run / "teacher" / "model.json").is_file()):
@@ -151,6 +159,10 @@ def main() -> None:
                                                      f"train.lr={d.lr}", f"train.lr_schedule={d.lr_schedule}", *args.teacher_extra,
                                                      *args.alone_extra])
         timings["alone"] = r.train_seconds
+    s_meta, a_meta = (json.loads((d / "model.json").read_text()) for d in (student_run / "student", alone_run / "teacher"))
+    if (s_meta["family"], s_meta["args"]) != (a_meta["family"], a_meta["args"]):
+        sys.exit(f"the student alone ({a_meta['family']} {a_meta['args']}) is not the distilled student's network "
+                 f"({s_meta['family']} {s_meta['args']}); fix --alone-extra")
     m = json.loads((student_run / "metrics.json").read_text())
     alone = measure_alone(alone_run, student_run)["student"]
     t, s = m["teacher"], m["student"]

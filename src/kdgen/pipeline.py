@@ -453,13 +453,21 @@ def plan_image_to_image(cfg: RunConfig, teacher: nn.Module, face: Face, given: A
 def image_to_image_student(cfg: RunConfig, teacher: nn.Module, face: Face, given: Any) -> nn.Module:
     """Given, student.class, derived from the teacher (student.width / init), or a kdgen image-to-image family of its own
     (student.family with student.args; the teacher's args when it is the teacher's family), started from random weights."""
+    from .config import StudentConfig
     from .models.img2img import IMAGE_TO_IMAGE_FAMILIES
 
     s = cfg.student
     if s.family is None:
+        if s.args and s.class_ is None:
+            raise KdgenError("student.args are the arguments of student.family or student.class; add one of them or remove student.args")
         return pick_student(cfg, teacher, face, given)
     if given is not None or s.class_ is not None:
         raise KdgenError("student.family and a given student (student.class or student=) both name the student; keep one")
+    default = StudentConfig()
+    for key in ("width", "init"):
+        if getattr(s, key) != getattr(default, key):
+            raise KdgenError(f"student.{key} shrinks the teacher's own network; a student.family student is sized by student.args "
+                             f"(e.g. student.args.width) and starts from random weights - remove student.{key}")
     if s.family not in IMAGE_TO_IMAGE_FAMILIES:
         raise KdgenError(f"student.family '{s.family}' is not an image-to-image family; use one of {', '.join(IMAGE_TO_IMAGE_FAMILIES)}")
     meta = getattr(teacher, "kdgen_meta", None) or {}
@@ -470,7 +478,10 @@ def image_to_image_student(cfg: RunConfig, teacher: nn.Module, face: Face, given
             raise KdgenError(f"student.args.{key}={s.args[key]} but the teacher's is {want}; remove student.args.{key}")
     args = {**base, **s.args, **fixed}
     torch.manual_seed(cfg.train.seed)
-    student = build_model(s.family, args)
+    try:
+        student = build_model(s.family, args)
+    except KdgenError as e:  # its sentence names model.args; here the key to fix is student.args
+        raise KdgenError(str(e).replace("fix model.args", "fix student.args")) from None
     object.__setattr__(student, "kdgen_family", (s.family, args))
     set_face(student, face)
     check_saveable(student, "student")

@@ -34,6 +34,7 @@ from .runs import holding_run_lock, lock_run
 
 RUNTIMES = ("torch", "onnx", "int8")
 CHUNK = 16  # frames each model runs in a row: the other model's memory traffic and thread pool do not sit between its frames
+CHUNK_BYTES = 1 << 30  # fewer frames a chunk when 16 of them (float input and outputs) would take more memory than this
 
 
 def _av():
@@ -158,11 +159,20 @@ def _shown(t: torch.Tensor) -> np.ndarray:
     return ((x + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-@holding_run_lock
 def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, runtime: str = "torch", max_frames: int | None = None,
           threads: int | None = None) -> dict[str, Any]:
     """Teacher and student of an image-to-image run over every frame of `input`; writes the side-by-side video and
-    metrics.json["video"][runtime]; returns that record."""
+    metrics.json["video"][runtime]; returns that record. `threads`: torch's and onnxruntime's, for this call only."""
+    before = torch.get_num_threads()
+    try:
+        return _video(run, input, out=out, runtime=runtime, max_frames=max_frames, threads=threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+@holding_run_lock
+def _video(run: str | Path, input: str | Path, *, out: str | Path | None, runtime: str, max_frames: int | None,
+           threads: int | None) -> dict[str, Any]:
     from .config import load_run_config
     from .models.loading import load_model
     from .models.resolve import resolve_teacher
@@ -207,11 +217,11 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
     writer, vstream, frames, sizes, done = av.open(str(tmp), mode="w", format=fmt), None, 0, {}, False
     try:
         decoder = container.decode(stream)
-        warm = False
+        warm, frame_hw, limit = False, None, CHUNK
         while max_frames is None or frames < max_frames:
             t0 = time.perf_counter()
-            chunk = []  # up to CHUNK frames decoded, then each model runs them back to back, as it would alone
-            while len(chunk) < CHUNK and (max_frames is None or frames + len(chunk) < max_frames):
+            chunk = []  # up to CHUNK frames decoded (fewer when they are big), then each model runs them back to back, as alone
+            while len(chunk) < limit and (max_frames is None or frames + len(chunk) < max_frames):
                 try:
                     frame = next(decoder)
                 except StopIteration:
@@ -221,7 +231,9 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
                                      "re-encode it") from None
                 rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)[None].float() / 127.5 - 1
                 chunk.append(_model_input(rgb, task, face_of(student).input_shape[0]))
-                frame_hw = [int(rgb.shape[2]), int(rgb.shape[3])]
+                if frame_hw is None:  # the first frame's sizes are the record's
+                    frame_hw = [int(rgb.shape[2]), int(rgb.shape[3])]
+                    limit = max(1, min(CHUNK, CHUNK_BYTES // (chunk[0].numel() * 4 * 3)))  # its input and two outputs
             seconds["decode"] += time.perf_counter() - t0
             if not chunk:
                 break
@@ -229,22 +241,24 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
                 for runner in models.values():
                     runner(chunk[0])
                 warm = True
-            outs = {}
+            outs, out_hw = {}, None
             for name, runner in models.items():
                 t0 = time.perf_counter()
-                outs[name] = [runner(x) for x in chunk]
+                ys = [runner(x) for x in chunk]
                 seconds[name] += time.perf_counter() - t0
+                out_hw = [int(ys[0].shape[2]), int(ys[0].shape[3])]
+                outs[name] = [_shown(y) for y in ys]  # kept as 8-bit panels: a chunk of big frames stays small
+                del ys
             t0 = time.perf_counter()
             for i, x in enumerate(chunk):
-                panel = np.concatenate([_shown(x), _shown(outs["teacher"][i]), _shown(outs["student"][i])], axis=1)
+                panel = np.concatenate([_shown(x), outs["teacher"][i], outs["student"][i]], axis=1)
                 h, w = panel.shape[:2]
                 panel = np.pad(panel, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # yuv420p needs even sides
                 if vstream is None:
                     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
                     vstream = writer.add_stream(codec, rate=rate)
                     vstream.width, vstream.height, vstream.pix_fmt = panel.shape[1], panel.shape[0], "yuv420p"
-                    sizes = {"frame": frame_hw, "model_input": [int(x.shape[2]), int(x.shape[3])],
-                             "output_size": [int(outs["student"][i].shape[2]), int(outs["student"][i].shape[3])], "codec": codec}
+                    sizes = {"frame": frame_hw, "model_input": [int(x.shape[2]), int(x.shape[3])], "output_size": out_hw, "codec": codec}
                 for packet in vstream.encode(av.VideoFrame.from_ndarray(panel, format="rgb24")):
                     writer.mux(packet)
             seconds["encode"] += time.perf_counter() - t0
@@ -266,7 +280,7 @@ def video(run: str | Path, input: str | Path, *, out: str | Path | None = None, 
     fps = {k: frames / max(seconds[k], 1e-9) for k in ("teacher", "student")}
     record = {"input": str(src), "output": str(dest), "runtime": runtime, "frames": frames, "fps_of_video": float(rate), "task": task,
               **sizes, "mode": {k: r.mode for k, r in models.items()}, "threads": threads,
-              "timing": f"after one untimed call each; each model runs {CHUNK} frames in a row",
+              "timing": f"after one untimed call each; each model runs up to {CHUNK} frames in a row",
               "fps": {k: round(v, 2) for k, v in fps.items()}, "student_vs_teacher_fps": round(fps["student"] / fps["teacher"], 2),
               "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     _record(run_dir, runtime, record)

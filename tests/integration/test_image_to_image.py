@@ -132,10 +132,13 @@ def test_a_student_of_another_family_is_distilled_saved_exported_whole_and_refus
     ex = kdgen.export(tmp_path / "s", measure_quality=False)["onnx"]
     assert ex["free_size"] and ex["size_multiple"] == 4 and ex["parity"]["max_abs"] <= ex["parity"]["tolerance"]
     for arg, why in (("student.family=mlp", "is not an image-to-image family"),
+                     ("student.args.scale=3", "fix student.args"), ("student.width=0.5", "remove student.width"),
                      ("student.args.in_channels=3", "student.args.in_channels=3 but the teacher's is 1"),
                      ("student.class=torch.nn:Identity", "both name the student")):
         with pytest.raises(KdgenError, match=why):
             kdgen.distill("configs/img2img/emoji-sr4-fast.yaml", [*base, f"out={tmp_path / 'x'}", arg])
+    with pytest.raises(KdgenError, match="student.args are the arguments of student.family or student.class"):
+        kdgen.distill("configs/img2img/emoji-sr4.yaml", [*base, f"out={tmp_path / 'y'}", "student.args={width: 0.5}"])
 
 
 def test_unpaired_inputs_distil_from_the_teachers_outputs_alone(sr_teacher, tmp_path, monkeypatch):
@@ -231,13 +234,15 @@ def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher
     ex = json.loads((run / "metrics.json").read_text())["export"]["onnx"]
     assert ex["free_size"] and ex["parity"]["batches"]["b1@40px"]["max_abs"] < 1e-4  # checked at another size than 16
     monkeypatch.setattr("kdgen.video.CHUNK", 2)  # chunks of 2, 2 and 1 frames: every frame once, in order, none lost
-    rec = video(run, clip, runtime="onnx", max_frames=5, out=tmp_path / "five.mp4")
+    before = torch.get_num_threads()
+    rec = video(run, clip, runtime="onnx", max_frames=5, out=tmp_path / "five.mp4", threads=before + 1)
+    assert torch.get_num_threads() == before  # the call's own threads, given back after it
     with av.open(str(tmp_path / "five.mp4")) as c:
         panels = [f.to_ndarray(format="gray")[:, :88].astype(float) for f in c.decode(c.streams.video[0])]
     dark = [(255 - p).sum(0) for p in panels]  # the moving square in each frame's input panel: where its columns are
     xs = [float((d * range(88)).sum() / d.sum()) for d in dark]
     assert len(xs) == 5 and all(b - a > 2 for a, b in zip(xs, xs[1:])), xs  # it moves right 4 px a frame: frames in order
-    assert rec["frames"] == 5 and rec["threads"] == torch.get_num_threads() and rec["mode"] == {"teacher": "fully convolutional", "student": "fully convolutional"}
+    assert rec["frames"] == 5 and rec["threads"] == before + 1 and rec["mode"] == {"teacher": "fully convolutional", "student": "fully convolutional"}
     assert rec["model_input"] == [56, 88] and rec["output_size"] == [56, 88] and min(rec["fps"].values()) > 0
     assert (run / "video" / "teacher-graph" / "student.onnx").is_file()  # the teacher's own graph, same runtime
     from kdgen.models.loading import load_model
