@@ -233,7 +233,8 @@ def main() -> None:
             + "\n".join(table) + "\n\nTargets:\n" + "\n".join(targets)
             + f"\n\nExport: ONNX parity max abs {ex['parity']['max_abs']:.1e}. int8 re-measured on the held-out pairs: {int8}\n\n"
             "Video (`kdgen video`, 2 torch / onnxruntime threads, batch 1, decode and encode not counted; onnx / int8 graphs "
-            "with free H and W run frames whole; after one untimed call each, each model runs 16 frames in a row):\n\n"
+            "with free H and W run frames whole; int8: each one's static (QDQ) graph; after one untimed call each, each model "
+            "runs 16 frames in a row):\n\n"
             + "\n".join(vrows)
             + f"\n\nThe ceiling of the teacher's family: it at width 0.001 (every inner layer 1 channel; untrained, speed only) runs "
             f"{ceil['ms']['thinnest']:.2f} ms a {big_size} px frame in ONNX (2 threads) against the teacher's {ceil['ms']['teacher']:.2f} ms: "

@@ -99,28 +99,30 @@ class _Runner:
 
 def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | None, Path | None, bool]:
     """(teacher graph, student graph, whether both take frames whole) for onnx / int8: the student's from `kdgen export`,
-    the teacher's made here once, with free H and W when the student's has them; torch: (None, None, True)."""
+    the teacher's made here once, with free H and W when the student's has them; torch: (None, None, True). int8 is the
+    static (QDQ) graph of each, calibrated on the run's training inputs: onnxruntime runs the dynamic one's ConvInteger
+    5-7x slower than fp32 for these convs (FIELD-NOTES.md)."""
     if runtime == "torch":
         return None, None, True
     from .export.common import INT8_FILES, ONNX_FILE
 
-    student = run_dir / "export" / (ONNX_FILE if runtime == "onnx" else INT8_FILES["dynamic"])
+    name = ONNX_FILE if runtime == "onnx" else INT8_FILES["static"]
+    student = run_dir / "export" / name
     if not student.is_file():
         raise KdgenError(f"'{student}' is missing; run `kdgen export {run_dir}{' --quantize int8' if runtime == 'int8' else ''}` first")
     from .export.runtime import free_size
     from .io import checksum_path, swapped_folder, verify_checksum, write_checksum
 
     folder = run_dir / "video" / "teacher-graph"
-    fp32, q = folder / ONNX_FILE, folder / INT8_FILES["dynamic"]
+    fp32 = folder / ONNX_FILE
     whole = free_size(student)
-    made = fp32.is_file() and checksum_path(fp32).is_file() and (runtime == "onnx" or checksum_path(q).is_file())
+    made = all(checksum_path(folder / f).is_file() for f in (ONNX_FILE, INT8_FILES["static"]))
     if made:
         verify_checksum(fp32)
         made = free_size(fp32) == whole  # a fixed-size graph from an older kdgen: re-made like the student's
     if not made:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         from .export.graph import Graph, _check_parity, parity
+        from .export.int8 import quantize_int8
         from .export.runtime import _ort_runner, export_onnx
 
         with swapped_folder(folder) as stage:  # built and checked aside, swapped in whole: never a half-made graph reused
@@ -130,12 +132,12 @@ def _graphs(run_dir: Path, teacher: nn.Module, runtime: str) -> tuple[Path | Non
             root = logging.getLogger()
             level, root.level = root.level, logging.ERROR  # onnxruntime's advice to pre-process, logged on the root logger
             try:
-                quantize_dynamic(str(stage / ONNX_FILE), str(stage / q.name), weight_type=QuantType.QInt8)
+                quantize_int8(stage / ONNX_FILE, graph, run_dir)
             finally:
                 root.setLevel(level)
-            for f in (ONNX_FILE, q.name):
+            for f in (ONNX_FILE, *INT8_FILES.values()):
                 write_checksum(stage / f)
-    return (fp32 if runtime == "onnx" else q), student, whole  # their sessions verify the checksums on opening
+    return folder / name, student, whole  # their sessions verify the checksums on opening
 
 
 def _model_input(frame: torch.Tensor, task: str, in_channels: int) -> torch.Tensor:

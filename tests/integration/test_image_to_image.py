@@ -228,8 +228,15 @@ def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher
     with av.open(str(tmp_path / "side.mp4")) as c:
         frames = list(c.decode(c.streams.video[0]))
     assert len(frames) == 7 and (frames[0].width, frames[0].height) == (3 * 88, 56)
-    kdgen.export(run, measure_quality=False)
     from kdgen.video import video
+
+    kdgen.export(run, measure_quality=False)
+    with pytest.raises(KdgenError, match="--quantize int8` first"):
+        video(run, clip, runtime="int8")
+    kdgen.export(run, quantize="int8", calibration=16, measure_quality=False)
+    rec8 = video(run, clip, runtime="int8", max_frames=2)
+    assert rec8["frames"] == 2 and rec8["mode"]["teacher"] == "fully convolutional" and min(rec8["fps"].values()) > 0
+    assert (run / "video" / "teacher-graph" / "student.int8-static.onnx").is_file()  # both static (QDQ) int8, calibrated
 
     ex = json.loads((run / "metrics.json").read_text())["export"]["onnx"]
     assert ex["free_size"] and ex["parity"]["batches"]["b1@40px"]["max_abs"] < 1e-4  # checked at another size than 16
@@ -255,7 +262,7 @@ def test_video_runs_teacher_and_student_over_every_frame_side_by_side(sr_teacher
     opts = _Runner(student, "onnx", run / "export" / "student.onnx", True, 2).session.get_session_options()
     assert opts.intra_op_num_threads == 2 and opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     m = json.loads((run / "metrics.json").read_text())["video"]
-    assert set(m) == {"torch", "onnx"} and m["torch"]["frames"] == 7
+    assert set(m) == {"torch", "onnx", "int8"} and m["torch"]["frames"] == 7
     (tmp_path / "not.mp4").write_text("hello")
     with pytest.raises(KdgenError, match="is not a video PyAV can read"):
         video(run, tmp_path / "not.mp4")
