@@ -153,6 +153,32 @@ def _model_input(frame: torch.Tensor, task: str, in_channels: int) -> torch.Tens
     return frame
 
 
+def _chunks(decoder, src: Path, to_input: Callable[[torch.Tensor], torch.Tensor], max_frames: int | None):
+    """(the first frame's [H, W], model inputs) for up to CHUNK decoded frames at a time - fewer when CHUNK of them, with
+    their two outputs, would pass CHUNK_BYTES - until the video or max_frames ends."""
+    import av
+
+    done, limit, first = 0, CHUNK, None
+    while max_frames is None or done < max_frames:
+        chunk = []
+        while len(chunk) < limit and (max_frames is None or done + len(chunk) < max_frames):
+            try:
+                frame = next(decoder)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                raise KdgenError(f"'{src}' could not be decoded at frame {done + len(chunk)} ({str(e)[:120]}); re-encode it") from None
+            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)[None].float() / 127.5 - 1
+            chunk.append(to_input(rgb))
+            if first is None:
+                first = [int(rgb.shape[2]), int(rgb.shape[3])]
+                limit = max(1, min(CHUNK, CHUNK_BYTES // (chunk[0].numel() * 4 * 3)))  # its input and two outputs, float32
+        if not chunk:
+            return
+        done += len(chunk)
+        yield first, chunk
+
+
 def _shown(t: torch.Tensor) -> np.ndarray:
     """[1, C, H, W] in [-1, 1] -> H x W x 3 uint8."""
     x = t[0].float().clamp(-1, 1)
@@ -218,31 +244,17 @@ def _video(run: str | Path, input: str | Path, *, out: str | Path | None, runtim
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")  # the name clean_temp_files removes if this process is killed
     writer, vstream, frames, sizes, done = av.open(str(tmp), mode="w", format=fmt), None, 0, {}, False
     try:
-        decoder = container.decode(stream)
-        warm, frame_hw, limit = False, None, CHUNK
-        while max_frames is None or frames < max_frames:
+        chunks = _chunks(container.decode(stream), src, lambda rgb: _model_input(rgb, task, face_of(student).input_shape[0]),
+                         max_frames)
+        while True:
             t0 = time.perf_counter()
-            chunk = []  # up to CHUNK frames decoded (fewer when they are big), then each model runs them back to back, as alone
-            while len(chunk) < limit and (max_frames is None or frames + len(chunk) < max_frames):
-                try:
-                    frame = next(decoder)
-                except StopIteration:
-                    break
-                except av.error.FFmpegError as e:
-                    raise KdgenError(f"'{src}' could not be decoded at frame {frames + len(chunk)} ({str(e)[:120]}); "
-                                     "re-encode it") from None
-                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)[None].float() / 127.5 - 1
-                chunk.append(_model_input(rgb, task, face_of(student).input_shape[0]))
-                if frame_hw is None:  # the first frame's sizes are the record's
-                    frame_hw = [int(rgb.shape[2]), int(rgb.shape[3])]
-                    limit = max(1, min(CHUNK, CHUNK_BYTES // (chunk[0].numel() * 4 * 3)))  # its input and two outputs
+            hw, chunk = next(chunks, (None, []))
             seconds["decode"] += time.perf_counter() - t0
             if not chunk:
                 break
-            if not warm:  # one untimed call each at the frame size: allocation and first-call costs are not frames/s
+            if not frames:  # one untimed call each at the frame size: allocation and first-call costs are not frames/s
                 for runner in models.values():
                     runner(chunk[0])
-                warm = True
             outs, out_hw = {}, None
             for name, runner in models.items():
                 t0 = time.perf_counter()
@@ -260,7 +272,7 @@ def _video(run: str | Path, input: str | Path, *, out: str | Path | None, runtim
                     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
                     vstream = writer.add_stream(codec, rate=rate)
                     vstream.width, vstream.height, vstream.pix_fmt = panel.shape[1], panel.shape[0], "yuv420p"
-                    sizes = {"frame": frame_hw, "model_input": [int(x.shape[2]), int(x.shape[3])], "output_size": out_hw, "codec": codec}
+                    sizes = {"frame": hw, "model_input": [int(x.shape[2]), int(x.shape[3])], "output_size": out_hw, "codec": codec}
                 for packet in vstream.encode(av.VideoFrame.from_ndarray(panel, format="rgb24")):
                     writer.mux(packet)
             seconds["encode"] += time.perf_counter() - t0
