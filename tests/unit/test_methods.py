@@ -87,6 +87,15 @@ def test_methods_needing_a_teacher_refuse_none(tiny_teacher):
         GeneratorDistiller(student=teacher, teacher=None, terms=terms, z_shape=(16,))
 
 
+def test_a_term_of_weight_zero_is_off(tiny_teacher):
+    teacher = load_model(tiny_teacher)
+    ctx = TermContext(student=teacher, teacher=teacher, teacher_path=tiny_teacher, z_shape=(16,))
+    terms = build_terms({"output": {"weight": 1.0}, "adversarial": {"weight": 0}}, ctx)
+    assert list(terms) == ["output"]  # no discriminator is built, none is trained
+    with pytest.raises(KdgenError, match="every method's weight is 0"):
+        build_terms({"output": {"weight": 0}, "adversarial": {"weight": 0.0}}, ctx)
+
+
 # every kind, from the registry: a method added later is covered here without a new test (its options default to {})
 OPTIONS = {
     "fitnet": {"student_layers": ["blocks.1"], "teacher_layers": ["blocks.1"]},

@@ -23,6 +23,7 @@ classifier teacher:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..config import from_dict
@@ -32,6 +33,8 @@ from .base import DistillationMethod, GenBatch, LossTerm, StepOutput, TermContex
 from .classifier_base import ClassifierContext, ClassifierDistiller, ClassifierTerm, refuse_true_class_terms
 from .generator import GeneratorDistiller
 from .registry import METHODS
+
+log = logging.getLogger("kdgen")
 
 
 def parse_methods(raw: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +104,14 @@ def measurement_caveats(raw: dict[str, Any], eval_features: str) -> list[str]:
 
 
 def build_terms(raw: dict[str, Any], ctx: TermContext) -> dict[str, LossTerm]:
-    return {name: METHODS.get(name)(opts, ctx) for name, opts in parse_methods(raw).items()}
+    """The recipe's loss terms, built; a term of weight 0 is off and costs nothing (no discriminator, no teacher features)."""
+    opts = parse_methods(raw)
+    on = {name: o for name, o in opts.items() if getattr(o, "weight", 1.0) != 0}
+    if opts and not on:
+        raise KdgenError(f"every method's weight is 0 ({', '.join(opts)}), so nothing would train the student; give one a weight above 0")
+    for name in opts.keys() - on.keys():
+        log.info("methods.%s.weight is 0: the term is off", name)
+    return {name: METHODS.get(name)(o, ctx) for name, o in on.items()}
 
 
 __all__ = [
