@@ -12,8 +12,9 @@
    generator; both L1 x 100 + a conditional PatchGAN) - the recipe the shipped teacher was made by.
 2. The student: `kdgen distill` on the task's recipe (0.2 width, pruned from the teacher; output + feature + conditional
    adversarial terms).
-3. The student alone: the teacher's recipe at the student's width (model.args.width=0.2), the same steps, learning rate
-   and schedule, on the ground truth (no teacher).
+3. The student alone: the teacher's recipe at the student's width (model.args.width=0.2) or --alone-extra's network, on the
+   ground truth (no teacher), trained as the distilled student was: the same steps, learning rate, schedule, betas and
+   EMA, L1 weighted as its output term and the PatchGAN as its adversarial term (alone_recipe).
 All three are measured by the same code (kdgen.evaluation.evaluate_image_pair) on the held-out pairs: PSNR and SSIM
 against the ground truth, FID / KID of the outputs against the ground truth in the data's feature space, MACs, params and
 latency. Then `kdgen export --quantize int8` and `kdgen video` in torch, onnx and int8 over two clips made of held-out
@@ -67,6 +68,18 @@ def make_clip(path: Path, frames: torch.Tensor, size: int, rate: int = 10) -> No
     for p in s.encode():
         c.mux(p)
     c.close()
+
+
+def alone_recipe(cfg) -> list[str]:
+    """The distilled student's training, on the ground truth: the same steps, learning rate, schedule, betas and EMA, L1
+    weighted as its output (+ truth) terms and the conditional PatchGAN as its adversarial term (0 when it has none)."""
+    from kdgen.methods import parse_methods
+
+    t, opts = cfg.train, parse_methods(cfg.methods)
+    l1 = sum(opts[k].weight for k in ("output", "truth") if k in opts)
+    adversarial = opts["adversarial"].weight if "adversarial" in opts else 0.0
+    return [f"train.steps={t.steps}", f"train.lr={t.lr}", f"train.lr_schedule={t.lr_schedule}", f"train.betas=[{t.betas[0]}, {t.betas[1]}]",
+            f"train.ema={t.ema}", f"model.args.l1_weight={l1}", f"model.args.adversarial_weight={adversarial}"]
 
 
 def measure_alone(alone_dir: Path, distill_dir: Path) -> dict:
@@ -154,10 +167,8 @@ def main() -> None:
     if not (args.reuse and (alone_run / "teacher" / "model.json").is_file()):
         from kdgen.config import load_run_config
 
-        d = load_run_config(student_run / "config.yaml").train  # the same steps and learning rate as the distilled student
-        r = replacing(kdgen.train_teacher, TEACHER, [f"out={alone_run}", f"model.args.width={WIDTH}", f"train.steps={d.steps}",
-                                                     f"train.lr={d.lr}", f"train.lr_schedule={d.lr_schedule}", *args.teacher_extra,
-                                                     *args.alone_extra])
+        r = replacing(kdgen.train_teacher, TEACHER, [f"out={alone_run}", f"model.args.width={WIDTH}", *args.teacher_extra,
+                                                     *args.alone_extra, *alone_recipe(load_run_config(student_run / "config.yaml"))])
         timings["alone"] = r.train_seconds
     s_meta, a_meta = (json.loads((d / "model.json").read_text()) for d in (student_run / "student", alone_run / "teacher"))
     if (s_meta["family"], s_meta["args"]) != (a_meta["family"], a_meta["args"]):
@@ -228,8 +239,15 @@ def main() -> None:
     for k, run in (("teacher", teacher_run), ("student", student_run), ("alone", alone_run)):  # reused runs: their own record
         timings.setdefault(k, json.loads((run / "metrics.json").read_text())["train"]["seconds"])
     train_s = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    from kdgen.config import load_run_config
+
+    ac = load_run_config(alone_run / "config.yaml")  # what the alone run really trained with (a reused one: its own)
+    alone_how = (f"The student alone trained on the ground truth by L1 x {ac.model.args.get('l1_weight', 100.0):g} + PatchGAN x "
+                 f"{ac.model.args.get('adversarial_weight', 1.0):g}, {ac.train.steps} steps at lr {ac.train.lr:g} ({ac.train.lr_schedule}, "
+                 f"betas {list(ac.train.betas)}, EMA {ac.train.ema:g}).")
     body = (f"{task['data']}, held-out split ({m['protocol']['reference_count']} pairs); "
-            f"FID in {task['space']}'s space against the ground truth of the same inputs. Training this run: {train_s or 'reused'}.\n\n"
+            f"FID in {task['space']}'s space against the ground truth of the same inputs. Training this run: {train_s or 'reused'}. "
+            f"{alone_how}\n\n"
             + "\n".join(table) + "\n\nTargets:\n" + "\n".join(targets)
             + f"\n\nExport: ONNX parity max abs {ex['parity']['max_abs']:.1e}. int8 re-measured on the held-out pairs: {int8}\n\n"
             "Video (`kdgen video`, 2 torch / onnxruntime threads, batch 1, decode and encode not counted; onnx / int8 graphs "

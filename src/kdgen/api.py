@@ -302,7 +302,8 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     folder = save_model(trained.student, out / "teacher", family=cfg.model.family, args=args,
                         extra={"trained_on": cfg.data.name, "task": record, "steps": trained.step,
                                "train_seconds": round(trained.total_seconds, 1), **_split(cfg)})
-    save_model(discriminator, folder / "discriminator", family="patchgan-discriminator", args=d_args)
+    if method.adversarial_weight > 0:  # a discriminator that never trained does not ship beside the teacher
+        save_model(discriminator, folder / "discriminator", family="patchgan-discriminator", args=d_args)
     x, y_hat, y = outputs(trained.student, test, batch_size=cfg.eval.batch_size)
     save_grid(method.preview(24, module=trained.student), out / "samples" / "teacher.png", nrow=3)
     metrics = {"train": train_record(trained), "teacher": {**psnr_ssim(y_hat, y), "params": sum(p.numel() for p in generator.parameters())},

@@ -39,7 +39,11 @@ def test_degradations_are_what_they_say_and_held_out_pairs_are_fixed():
     assert batch["input"].shape == x.shape and with_input(batch, fresh.degradation)["input"] is batch["input"]  # once per batch
 
 
-@pytest.mark.parametrize("family, args", [("pix2pix-unet", {"depth": 3, "dropout": 0.5}), ("resnet-generator", {"n_blocks": 2})])
+SUBPIXEL_UNET = {"scale": 2, "levels": 2, "blocks": [1, 1], "up_blocks": [1]}
+
+
+@pytest.mark.parametrize("family, args", [("pix2pix-unet", {"depth": 3, "dropout": 0.5}), ("resnet-generator", {"n_blocks": 2}),
+                                          ("subpixel-unet", SUBPIXEL_UNET)])
 def test_the_families_map_images_to_images_at_any_multiple_of_their_stride(family, args):
     net = build_model(family, {"in_channels": 1, "out_channels": 3, "image_size": 16, "base_width": 8, **args})
     assert face_of(net).kind == "image-to-image" and face_of(net).input_shape == (1, 16, 16) and face_of(net).channels == 3
@@ -118,13 +122,36 @@ def test_a_student_distilled_from_it_is_smaller_measured_and_reloads(sr_teacher,
     assert (tmp_path / "s" / "samples" / "teacher_vs_student.png").is_file()
 
 
+def test_a_subpixel_unet_starts_as_its_input_runs_at_its_multiple_and_trains_by_l1_alone(tmp_path):
+    """Its last conv starts at zero (the identity); H and W go by scale x 2^(levels-1); wrong block counts are sentences.
+    Trained by L1 alone (adversarial_weight 0), no discriminator phase runs and none ships beside it."""
+    from kdgen.models.img2img import size_multiple
+
+    args = {"in_channels": 1, "out_channels": 3, "image_size": 16, "base_width": 4, "scale": 2, "levels": 3, "blocks": [1, 1, 2],
+            "up_blocks": [1, 0]}
+    net = build_model("subpixel-unet", args)
+    net.kdgen_meta = {"family": "subpixel-unet"}
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    assert torch.equal(net(x), x.repeat(1, 3, 1, 1)) and size_multiple(net) == 8
+    assert net(torch.zeros(1, 1, 24, 40)).shape == (1, 3, 24, 40)
+    for bad, why in (({"blocks": [1, 1]}, "one count per level"), ({"up_blocks": [1, -1]}, "none negative"),
+                     ({"image_size": 12}, "not divisible by scale x 2\\^\\(levels-1\\) = 8")):
+        with pytest.raises(KdgenError, match=why):
+            build_model("subpixel-unet", {**args, **bad})
+    res = kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [
+        f"out={tmp_path / 't'}", "data.name=digits", "data.image_size=16", "data.channels=1", "train.steps=3", "model.family=subpixel-unet",
+        "model.args={scale: 2, levels: 2, blocks: [1, 1], up_blocks: [1], base_width: 4, adversarial_weight: 0}", *QUIET])
+    assert res.metrics["teacher"]["psnr"] > 0 and not (tmp_path / "t" / "teacher" / "discriminator").exists()
+    assert json.loads((tmp_path / "t" / "teacher" / "model.json").read_text())["family"] == "subpixel-unet"
+
+
 def test_a_student_of_another_family_is_distilled_saved_exported_whole_and_refused_when_wrong(sr_teacher, tmp_path):
     """student.family: a subpixel-net student of the U-Net teacher, from random weights; it reloads as its family, and its
     graph has free H and W (its scale the multiple); a family that is not image-to-image, a given student beside it, or
     args that contradict the teacher's shape are sentences."""
     out, _ = sr_teacher
     base = [f"teacher.path={out / 'teacher'}", "data.name=digits", "data.image_size=16", "data.channels=1", *QUIET]
-    res = kdgen.distill("configs/img2img/emoji-sr4-fast.yaml", [*base, f"out={tmp_path / 's'}", "train.steps=3",
+    res = kdgen.distill("configs/img2img/emoji-sr4-fast.yaml", [*base, f"out={tmp_path / 's'}", "train.steps=3", "student.family=subpixel-net",
                                                                 "student.args={scale: 4, base_width: 8, depth: 3}"])
     meta = json.loads((tmp_path / "s" / "student" / "model.json").read_text())
     assert meta["family"] == "subpixel-net" and meta["args"]["in_channels"] == 1 and meta["args"]["base_width"] == 8
@@ -278,7 +305,8 @@ def test_tiling_stitches_back_exactly():
     assert torch.equal(tiled(lambda b: b * 2, x, 8), x * 2)
 
 
-@pytest.mark.parametrize("family, args", [("pix2pix-unet", {"depth": 3}), ("resnet-generator", {"n_blocks": 2})])
+@pytest.mark.parametrize("family, args", [("pix2pix-unet", {"depth": 3}), ("resnet-generator", {"n_blocks": 2}),
+                                          ("subpixel-unet", SUBPIXEL_UNET)])
 def test_students_are_pruned_from_either_family(family, args, tmp_path):
     """torch-pruning derives the narrower student from the teacher's weights (InstanceNorms included)."""
     from kdgen.models.loading import load_model, save_model

@@ -25,6 +25,8 @@ class Pix2PixTraining(DistillationMethod):
         super().__init__()
         self.student, self.discriminator = generator, discriminator
         self.l1_weight, self.adversarial_weight = float(l1_weight), float(adversarial_weight)
+        if self.adversarial_weight == 0:  # L1 alone: no discriminator phase, none trained
+            self.phases = ("student",)
         self._preview = preview_pairs  # a few held-out (input, image) pairs for the TensorBoard grids
         self.degradation = degradation  # (data.task, noise_sigma): how training batches get their inputs
 
@@ -40,6 +42,9 @@ class Pix2PixTraining(DistillationMethod):
             return StepOutput(loss, {"loss/discriminator": loss.item()})
         y_hat = self.student(x)
         l1 = (y_hat - y).abs().mean()
+        if self.adversarial_weight == 0:
+            loss = self.l1_weight * l1
+            return StepOutput(loss, {"loss/l1": l1.item(), "loss/student": loss.item()})
         adv = hinge_g_loss(self.discriminator(torch.cat([x, y_hat], 1)))
         loss = self.l1_weight * l1 + self.adversarial_weight * adv
         return StepOutput(loss, {"loss/l1": l1.item(), "loss/adversarial": adv.item(), "loss/student": loss.item()})

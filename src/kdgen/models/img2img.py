@@ -7,14 +7,17 @@
     subpixel-net        a fast student for video (after ESPCN, Shi et al. 2016): the frame folded into s x s blocks
                         (pixel unshuffle), a few 3x3 convs at 1/s of its resolution, unfolded back (pixel shuffle) and
                         added to the input: it learns the correction, at a fraction of the per-pixel work
+    subpixel-unet       the same fold and unfold around a small U-Net at 1/s of the resolution (channels doubling as it
+                        halves): most of its weights sit where pixels are few, so it holds more per MAC
     patchgan-discriminator   a conditional PatchGAN on (input, output) pairs: one logit per patch (Isola et al. 2017)
 
 The generators map an image [n, in_channels, H, W] in [-1, 1] to an image [n, out_channels, H, W] in [-1, 1]. They are
-fully convolutional: any H and W divisible by 2**depth (U-Net), by 4 (ResNet) or by `scale` (subpixel-net). They name
-their stages so feature taps and pruning can address them: `down.N` / `up.N` (U-Net), `down.N`, `blocks.N`, `up.N`
-(ResNet) and `body.N` (subpixel-net). `width` scales every channel count, as in the other families. Activations are not
-in place: a U-Net's skip keeps the encoder's tensor as it was, and torch-pruning traces an InstanceNorm only when the op
-after it leaves its output alone.
+fully convolutional: any H and W divisible by 2**depth (U-Net), by 4 (ResNet), by `scale` (subpixel-net) or by
+scale x 2^(levels-1) (subpixel-unet). They name their stages so feature taps and pruning can address them: `down.N` /
+`up.N` (U-Net), `down.N`, `blocks.N`, `up.N` (ResNet), `body.N` (subpixel-net) and `head`, `down.N`, `up.N`, `tail`
+(subpixel-unet). `width` scales every channel count, as in the other families. Activations are not in place: a U-Net's
+skip keeps the encoder's tensor as it was, and torch-pruning traces an InstanceNorm only when the op after it leaves its
+output alone.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from torch import nn
 from .gan import check_positive
 from .registry import MODEL_FAMILIES
 
-IMAGE_TO_IMAGE_FAMILIES = ("pix2pix-unet", "resnet-generator", "subpixel-net")
+IMAGE_TO_IMAGE_FAMILIES = ("pix2pix-unet", "resnet-generator", "subpixel-net", "subpixel-unet")
 
 
 def size_multiple(model: nn.Module) -> int | None:
@@ -38,6 +41,8 @@ def size_multiple(model: nn.Module) -> int | None:
         return 4
     if family == "subpixel-net":
         return int(model.scale)
+    if family == "subpixel-unet":
+        return int(model.multiple)
     return None
 
 
@@ -165,6 +170,63 @@ class SubpixelNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = x if self.out_channels == self.in_channels else x.repeat(1, self.out_channels // self.in_channels, 1, 1)
         return (base + self.body(x)).clamp(-1, 1)
+
+
+def _convs(c: int, n: int) -> nn.Sequential:
+    return nn.Sequential(*[m for _ in range(n) for m in (nn.Conv2d(c, c, 3, 1, 1), nn.ReLU())])
+
+
+@MODEL_FAMILIES.register("subpixel-unet")
+class SubpixelUNet(nn.Module):
+    """A small U-Net run wholly at 1/scale of the resolution: subpixel-net's fold and unfold around an encoder-decoder.
+    In: one scale x scale conv of stride scale (pixel unshuffle and a 1x1 conv) to base_width channels. Then `levels`
+    levels, each half the resolution and twice the channels of the one above (a 2x2 stride-2 conv down, a 2x2 transposed
+    conv up, the skip added): blocks[i] 3x3 convs at level i on the way down (the last entry is the bottom's),
+    up_blocks[i] on the way back up. Out: a 1x1 conv to out_channels x scale^2, pixel shuffle, plus the input, clamped
+    to [-1, 1]. A 3x3 conv costs the same MACs at every level (a quarter of the pixels, four times the weights), so
+    the deeper levels hold most of its parameters for few of its MACs; its last conv starts at zero (the identity)."""
+
+    face_kind = "image-to-image"
+
+    def __init__(self, *, in_channels: int = 3, out_channels: int = 3, image_size: int = 32, scale: int = 4, base_width: int = 16,
+                 levels: int = 3, blocks: tuple[int, ...] | list[int] = (1, 1, 1), up_blocks: tuple[int, ...] | list[int] = (1, 0),
+                 width: float = 1.0):
+        super().__init__()
+        check_positive(in_channels=in_channels, out_channels=out_channels, image_size=image_size, scale=scale, base_width=base_width,
+                       levels=levels, width=width)
+        blocks, up_blocks = [int(b) for b in blocks], [int(b) for b in up_blocks]
+        if len(blocks) != levels or len(up_blocks) != levels - 1 or min(blocks + up_blocks, default=0) < 0:
+            raise ValueError(f"blocks needs one count per level ({levels}) and up_blocks one per level above the bottom "
+                             f"({levels - 1}), none negative; got blocks={blocks}, up_blocks={up_blocks}")
+        self.multiple = scale * 2 ** (levels - 1)
+        if image_size % self.multiple:
+            raise ValueError(f"image_size {image_size} is not divisible by scale x 2^(levels-1) = {self.multiple}; "
+                             "pick a smaller scale or fewer levels")
+        if out_channels % in_channels:
+            raise ValueError(f"out_channels {out_channels} is not a multiple of in_channels {in_channels}: the input cannot be added")
+        self.in_channels, self.out_channels, self.image_size, self.scale, self.levels = in_channels, out_channels, image_size, scale, levels
+        c = [_ch(base_width, width, 2**i) for i in range(levels)]
+        self.head = nn.Sequential(nn.Conv2d(in_channels, c[0], scale, scale), nn.ReLU())
+        self.down = nn.ModuleList(_convs(c[i], blocks[i]) for i in range(levels))
+        self.pool = nn.ModuleList(nn.Sequential(nn.Conv2d(c[i], c[i + 1], 2, 2), nn.ReLU()) for i in range(levels - 1))
+        self.unpool = nn.ModuleList(nn.Sequential(nn.ConvTranspose2d(c[i + 1], c[i], 2, 2), nn.ReLU()) for i in range(levels - 1))
+        self.up = nn.ModuleList(_convs(c[i], up_blocks[i]) for i in range(levels - 1))
+        self.tail = nn.Conv2d(c[0], out_channels * scale**2, 1)
+        self.shuffle = nn.PixelShuffle(scale)
+        nn.init.zeros_(self.tail.weight)  # it starts as the identity (the input itself), then learns the correction
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, skips = self.head(x), []
+        for i in range(self.levels):
+            h = self.down[i](h)
+            if i + 1 < self.levels:
+                skips.append(h)
+                h = self.pool[i](h)
+        for i in reversed(range(self.levels - 1)):
+            h = self.up[i](self.unpool[i](h) + skips[i])
+        base = x if self.out_channels == self.in_channels else x.repeat(1, self.out_channels // self.in_channels, 1, 1)
+        return (base + self.shuffle(self.tail(h))).clamp(-1, 1)
 
 
 @MODEL_FAMILIES.register("patchgan-discriminator")
