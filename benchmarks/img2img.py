@@ -72,14 +72,16 @@ def make_clip(path: Path, frames: torch.Tensor, size: int, rate: int = 10) -> No
 
 def alone_recipe(cfg) -> list[str]:
     """The distilled student's training, on the ground truth: the same steps, learning rate, schedule, betas and EMA, L1
-    weighted as its output (+ truth) terms and the conditional PatchGAN as its adversarial term (0 when it has none)."""
+    weighted as its output (+ truth) terms and the conditional PatchGAN as its adversarial term (0 when it has none), on the
+    same training pairs (data.train_images)."""
     from kdgen.methods import parse_methods
 
     t, opts = cfg.train, parse_methods(cfg.methods)
     l1 = sum(opts[k].weight for k in ("output", "truth") if k in opts)
     adversarial = opts["adversarial"].weight if "adversarial" in opts else 0.0
+    few = [f"data.train_images={cfg.data.train_images}"] if cfg.data.train_images else []  # the same pairs as it, too
     return [f"train.steps={t.steps}", f"train.lr={t.lr}", f"train.lr_schedule={t.lr_schedule}", f"train.betas=[{t.betas[0]}, {t.betas[1]}]",
-            f"train.ema={t.ema}", f"model.args.l1_weight={l1}", f"model.args.adversarial_weight={adversarial}"]
+            f"train.ema={t.ema}", f"model.args.l1_weight={l1}", f"model.args.adversarial_weight={adversarial}", *few]
 
 
 def measure_alone(alone_dir: Path, distill_dir: Path) -> dict:
@@ -136,7 +138,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--steps", type=int, default=None, help="train.steps of all three (default: the recipes')")
-    ap.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the student and the student alone")
+    ap.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the distilled student (its data.train_images, train.* and methods' weights reach the student alone)")
     ap.add_argument("--teacher-extra", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides for the teacher and the student alone (e.g. model.args.base_width=64: a bigger teacher)")
     ap.add_argument("--recipe", default=None, help="another distillation recipe of the task (e.g. configs/img2img/emoji-sr4-fast.yaml)")

@@ -287,7 +287,7 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
     discriminator = build_model("patchgan-discriminator", d_args)
     from .evaluation import held_out
 
-    train = image_pairs(cfg, image_size=size, channels=ch, split="train")
+    train = image_pairs(cfg, image_size=size, channels=ch, split="train", training=True)
     split = held_out(cfg)
     test = image_pairs(cfg, image_size=size, channels=ch, split="test" if split else "train", fixed=True)
     shown = [test[i] for i in range(min(8, len(test)))]
@@ -306,7 +306,8 @@ def _train_image_teacher(cfg: RunConfig, resume: bool) -> Result:
         save_model(discriminator, folder / "discriminator", family="patchgan-discriminator", args=d_args)
     x, y_hat, y = outputs(trained.student, test, batch_size=cfg.eval.batch_size)
     save_grid(method.preview(24, module=trained.student), out / "samples" / "teacher.png", nrow=3)
-    metrics = {"train": train_record(trained), "teacher": {**psnr_ssim(y_hat, y), "params": sum(p.numel() for p in generator.parameters())},
+    metrics = {"train": {**train_record(trained), "task": train.record()},  # the pairs it trained on (data.train_images of them)
+               "teacher": {**psnr_ssim(y_hat, y), "params": sum(p.numel() for p in generator.parameters())},
                "input": psnr_ssim(shown_as(x, y), y),
                "protocol": {"kind": "image-to-image", **record, "reference": f"{cfg.data.name} {'held-out split' if split else '(the training set)'}",
                             "reference_count": len(test), "lpips": lpips.record(int(y.shape[-1])) if lpips else None}}

@@ -48,6 +48,9 @@ class DataConfig:
     # image-to-image: the paired task made from the images (kdgen.data.paired): sr4 | denoise | colorize | none
     task: Literal["sr4", "denoise", "colorize", "none"] | None = None
     noise_sigma: float = field(default=0.2, metadata=_check(gt=0, le=2))  # data.task=denoise: the noise's std in the [-1, 1] range
+    # image-to-image: train on a seeded N of the training split's images (a user with few pairs); None: all of them.
+    # The held-out pairs that measure the run stay whole.
+    train_images: int | None = field(default=None, metadata=_check(gt=0))
     # generator distillation: (z, teacher image[, features]) pairs drawn once and read instead of running the teacher
     # (TinyGAN-style); null: the teacher runs live on fresh noise; auto: ~/.cache/kdgen/teacher-cache; or a folder
     teacher_cache: str | None = None
@@ -456,6 +459,9 @@ def _validate(cfg: RunConfig) -> None:
         raise KdgenError("data.task makes (input, target) pairs for image-to-image models; a feature net trains on the images - remove it")
     if cfg.eval.lpips is not None and cfg.task == "train-features":
         raise KdgenError("eval.lpips measures image-to-image outputs; a feature net makes none - remove eval.lpips")
+    if d.train_images is not None and d.task is None:
+        raise KdgenError("data.train_images limits the training pairs of an image-to-image task, and data.task is not set; "
+                         "set data.task (sr4, denoise, colorize, none) or remove data.train_images")
     if d.teacher_cache is not None and cfg.task != "distill":
         raise KdgenError(f"data.teacher_cache holds a teacher's outputs for `kdgen distill`; `{cfg.task}` has no teacher - remove it")
     if d.transfer is None and (d.transfer_images is not None or d.transfer_batch is not None):

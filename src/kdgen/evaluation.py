@@ -38,12 +38,20 @@ def run_dataset(cfg: RunConfig, *, image_size: int, channels: int, split: str = 
     return data_split(cfg.data, split, image_size=image_size, channels=channels)
 
 
-def image_pairs(cfg: RunConfig, *, image_size: int, channels: int, split: str, fixed: bool | None = None) -> torch.utils.data.Dataset:
+def image_pairs(cfg: RunConfig, *, image_size: int, channels: int, split: str, fixed: bool | None = None,
+                training: bool = False) -> torch.utils.data.Dataset:
     """The run's images as (degraded input, clean image) pairs of data.task. Held-out pairs (and any with `fixed`) carry
-    their input, drawn from (data.split_seed, index); training items carry the clean image, degraded in the training step."""
+    their input, drawn from (data.split_seed, index); training items carry the clean image, degraded in the training step.
+    `training`: the pairs a model trains on, data.train_images of them when that is set."""
     from .data.paired import PairedTask
 
     images = run_dataset(cfg, image_size=image_size, channels=channels, split=split)
+    n = cfg.data.train_images
+    if training and n is not None:  # a seeded subset: the same images for every run of that seed
+        if n > len(images):
+            raise KdgenError(f"data.train_images={n} but the training split has {len(images)} images; use at most {len(images)} or remove it")
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.data.split_seed))[:n].sort().values
+        images = torch.utils.data.Subset(images, keep.tolist())
     return PairedTask(images, cfg.data.task, noise_sigma=cfg.data.noise_sigma, seed=cfg.data.split_seed,
                       fixed=split != "train" if fixed is None else fixed)
 

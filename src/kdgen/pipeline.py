@@ -438,7 +438,7 @@ def plan_image_to_image(cfg: RunConfig, teacher: nn.Module, face: Face, given: A
         from .metrics.restoration import Lpips
 
         Lpips(cfg.eval.lpips)
-    dataset = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="train")
+    dataset = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="train", training=True)
     shown = image_pairs(cfg, image_size=face.image_size, channels=face.channels, split="test" if held_out(cfg) else "train")
     preview = torch.stack([shown[i]["input"] for i in range(min(16, len(shown)))])
     student = image_to_image_student(cfg, teacher, face, given)

@@ -145,6 +145,17 @@ def test_a_subpixel_unet_starts_as_its_input_runs_at_its_multiple_and_trains_by_
     assert json.loads((tmp_path / "t" / "teacher" / "model.json").read_text())["family"] == "subpixel-unet"
 
 
+def test_train_images_trains_on_a_seeded_few_and_measures_on_every_held_out_pair(tmp_path):
+    base = [f"out={tmp_path / 't'}", "data.name=digits", "data.image_size=16", "data.channels=1", "train.steps=2", "model.family=subpixel-unet",
+            "model.args={scale: 2, levels: 2, blocks: [1, 1], up_blocks: [1], base_width: 4, adversarial_weight: 0}", *QUIET]
+    m = kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [*base, "data.train_images=7", "data.batch_size=4"]).metrics
+    assert m["train"]["task"]["pairs"] == 7 and m["protocol"]["pairs"] > 7  # the held-out pairs stay whole
+    with pytest.raises(KdgenError, match="data.train_images=100000 but the training split has"):
+        kdgen.train_teacher("configs/img2img/emoji-sr4-teacher.yaml", [*base, "data.train_images=100000"])
+    with pytest.raises(KdgenError, match="data.task is not set"):
+        kdgen.train_teacher("configs/gan/mnist5k-teacher.yaml", [f"out={tmp_path / 'g'}", "data.train_images=7"])
+
+
 def test_a_student_of_another_family_is_distilled_saved_exported_whole_and_refused_when_wrong(sr_teacher, tmp_path):
     """student.family: a subpixel-net student of the U-Net teacher, from random weights; it reloads as its family, and its
     graph has free H and W (its scale the multiple); a family that is not image-to-image, a given student beside it, or

@@ -18,6 +18,7 @@ def test_the_student_alone_gets_the_distilled_students_weights_betas_and_schedul
     fast = dict(kv.split("=", 1) for kv in bench.alone_recipe(load_run_config(ROOT / "configs/img2img/emoji-sr4-fast.yaml")))
     assert fast["model.args.adversarial_weight"] == "0.0" and fast["train.lr_schedule"] == "cosine"  # no adversarial term: none alone
     assert fast["train.betas"] == "[0.9, 0.999]" and fast["train.lr"] == "0.002"
-    cfg = load_run_config(ROOT / "configs/img2img/emoji-sr4.yaml", ["methods.truth={weight: 50.0}"])
+    cfg = load_run_config(ROOT / "configs/img2img/emoji-sr4.yaml", ["methods.truth={weight: 50.0}", "data.train_images=300"])
     both = dict(kv.split("=", 1) for kv in bench.alone_recipe(cfg))
     assert both["model.args.l1_weight"] == "150.0"  # output + truth: both pull to an image, alone both are the ground truth
+    assert both["data.train_images"] == "300" and "data.train_images" not in shipped  # the same few pairs
