@@ -145,6 +145,9 @@ def main() -> None:
     ap.add_argument("--alone-extra", nargs="*", default=[], metavar="KEY=VALUE",
                     help='overrides for the student alone only, after the others (e.g. model.family=subpixel-net '
                          '"model.args={scale: 4, base_width: 24, depth: 4}": the whole dict, not the teacher\'s args merged)')
+    ap.add_argument("--alone-pairs", type=int, default=None, metavar="N",
+                    help="the student alone has ground truth for only N training images (data.train_images=N), while the distilled "
+                         "student learns from the teacher's outputs on every training input: a user with few pairs and many inputs")
     ap.add_argument("--tag", default=None, help="a probe: its own RESULTS.md section (img2img-TASK-probe-TAG)")
     args = ap.parse_args()
     task = TASKS[args.task]
@@ -170,7 +173,8 @@ def main() -> None:
         from kdgen.config import load_run_config
 
         r = replacing(kdgen.train_teacher, TEACHER, [f"out={alone_run}", f"model.args.width={WIDTH}", *args.teacher_extra,
-                                                     *args.alone_extra, *alone_recipe(load_run_config(student_run / "config.yaml"))])
+                                                     *args.alone_extra, *alone_recipe(load_run_config(student_run / "config.yaml")),
+                                                     *([f"data.train_images={args.alone_pairs}"] if args.alone_pairs else [])])
         timings["alone"] = r.train_seconds
     s_meta, a_meta = (json.loads((d / "model.json").read_text()) for d in (student_run / "student", alone_run / "teacher"))
     if (s_meta["family"], s_meta["args"]) != (a_meta["family"], a_meta["args"]):
@@ -246,7 +250,10 @@ def main() -> None:
     ac = load_run_config(alone_run / "config.yaml")  # what the alone run really trained with (a reused one: its own)
     alone_how = (f"The student alone trained on the ground truth by L1 x {ac.model.args.get('l1_weight', 100.0):g} + PatchGAN x "
                  f"{ac.model.args.get('adversarial_weight', 1.0):g}, {ac.train.steps} steps at lr {ac.train.lr:g} ({ac.train.lr_schedule}, "
-                 f"betas {list(ac.train.betas)}, EMA {ac.train.ema:g}).")
+                 f"betas {list(ac.train.betas)}, EMA {ac.train.ema:g})")
+    a_pairs, s_pairs = ac.data.train_images, m["train"].get("task", {}).get("pairs")
+    alone_how += (f", with ground truth for {a_pairs} of the training images; the distilled student learned from the teacher's outputs "
+                  f"on all {s_pairs} training inputs and never saw their ground truth." if a_pairs else ", on the same training pairs.")
     body = (f"{task['data']}, held-out split ({m['protocol']['reference_count']} pairs); "
             f"FID in {task['space']}'s space against the ground truth of the same inputs. Training this run: {train_s or 'reused'}. "
             f"{alone_how}\n\n"
