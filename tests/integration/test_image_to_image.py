@@ -169,6 +169,10 @@ def test_a_student_of_another_family_is_distilled_saved_exported_whole_and_refus
     assert res.metrics["student"]["macs"] < 0.3 * res.metrics["teacher"]["macs"] and res.metrics["student"]["psnr"] > 0
     ex = kdgen.export(tmp_path / "s", measure_quality=False)["onnx"]
     assert ex["free_size"] and ex["size_multiple"] == 4 and ex["parity"]["max_abs"] <= ex["parity"]["tolerance"]
+    kdgen.distill("configs/img2img/emoji-sr4-fast.yaml", [*base, f"out={tmp_path / 'u'}", "train.steps=2", "eval.enabled=false",
+                                                          "student.args={scale: 2, levels: 3, blocks: [1, 1, 1], up_blocks: [1, 0], base_width: 4}"])
+    ex = kdgen.export(tmp_path / "u", measure_quality=False)["onnx"]  # the recipe's own family, subpixel-unet: 2 x 2^2
+    assert ex["free_size"] and ex["size_multiple"] == 8 and ex["parity"]["max_abs"] <= ex["parity"]["tolerance"]
     for arg, why in (("student.family=mlp", "is not an image-to-image family"),
                      ("student.args.scale=3", "fix student.args"), ("student.width=0.5", "remove student.width"),
                      ("student.args.in_channels=3", "student.args.in_channels=3 but the teacher's is 1"),
