@@ -137,6 +137,23 @@ class ResnetGenerator(nn.Module):
         return self.head(self.up(self.blocks(self.down(self.stem(x)))))
 
 
+def _check_addable(in_channels: int, out_channels: int) -> None:
+    if out_channels % in_channels:
+        raise ValueError(f"out_channels {out_channels} is not a multiple of in_channels {in_channels}: the input cannot be added")
+
+
+def _zero(conv: nn.Conv2d) -> None:
+    """The last conv of a residual student starts at zero: the net is the identity (its input) before any training."""
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+
+
+def _plus_input(x: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
+    """The input (repeated to the correction's channels when it has fewer) plus the correction, clamped to [-1, 1]."""
+    base = x if x.shape[1] == correction.shape[1] else x.repeat(1, correction.shape[1] // x.shape[1], 1, 1)
+    return (base + correction).clamp(-1, 1)
+
+
 @MODEL_FAMILIES.register("subpixel-net")
 class SubpixelNet(nn.Module):
     """`depth` convs of base_width x width channels at 1/scale of the resolution (ReLU between), pixel shuffle back up, plus
@@ -155,8 +172,7 @@ class SubpixelNet(nn.Module):
             raise ValueError(f"image_size {image_size} is not divisible by scale {scale}; pick a scale that divides it")
         if depth < 2:
             raise ValueError(f"depth must be at least 2 (one conv in, one out), got {depth}")
-        if out_channels % in_channels:
-            raise ValueError(f"out_channels {out_channels} is not a multiple of in_channels {in_channels}: the input cannot be added")
+        _check_addable(in_channels, out_channels)
         self.in_channels, self.out_channels, self.image_size, self.scale = in_channels, out_channels, image_size, scale
         c = _ch(base_width, width, 1)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, c, 3 * scale, scale, scale), nn.ReLU()]
@@ -164,12 +180,10 @@ class SubpixelNet(nn.Module):
             layers += [nn.Conv2d(c, c, 3, 1, 1), nn.ReLU()]
         layers += [nn.Conv2d(c, out_channels * scale**2, 3, 1, 1), nn.PixelShuffle(scale)]
         self.body = nn.Sequential(*layers)
-        nn.init.zeros_(self.body[-2].weight)  # it starts as the identity (the input itself), then learns the correction
-        nn.init.zeros_(self.body[-2].bias)
+        _zero(self.body[-2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = x if self.out_channels == self.in_channels else x.repeat(1, self.out_channels // self.in_channels, 1, 1)
-        return (base + self.body(x)).clamp(-1, 1)
+        return _plus_input(x, self.body(x))
 
 
 def _convs(c: int, n: int) -> nn.Sequential:
@@ -202,8 +216,7 @@ class SubpixelUNet(nn.Module):
         if image_size % self.multiple:
             raise ValueError(f"image_size {image_size} is not divisible by scale x 2^(levels-1) = {self.multiple}; "
                              "pick a smaller scale or fewer levels")
-        if out_channels % in_channels:
-            raise ValueError(f"out_channels {out_channels} is not a multiple of in_channels {in_channels}: the input cannot be added")
+        _check_addable(in_channels, out_channels)
         self.in_channels, self.out_channels, self.image_size, self.scale, self.levels = in_channels, out_channels, image_size, scale, levels
         c = [_ch(base_width, width, 2**i) for i in range(levels)]
         self.head = nn.Sequential(nn.Conv2d(in_channels, c[0], scale, scale), nn.ReLU())
@@ -213,8 +226,7 @@ class SubpixelUNet(nn.Module):
         self.up = nn.ModuleList(_convs(c[i], up_blocks[i]) for i in range(levels - 1))
         self.tail = nn.Conv2d(c[0], out_channels * scale**2, 1)
         self.shuffle = nn.PixelShuffle(scale)
-        nn.init.zeros_(self.tail.weight)  # it starts as the identity (the input itself), then learns the correction
-        nn.init.zeros_(self.tail.bias)
+        _zero(self.tail)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, skips = self.head(x), []
@@ -225,8 +237,7 @@ class SubpixelUNet(nn.Module):
                 h = self.pool[i](h)
         for i in reversed(range(self.levels - 1)):
             h = self.up[i](self.unpool[i](h) + skips[i])
-        base = x if self.out_channels == self.in_channels else x.repeat(1, self.out_channels // self.in_channels, 1, 1)
-        return (base + self.shuffle(self.tail(h))).clamp(-1, 1)
+        return _plus_input(x, self.shuffle(self.tail(h)))
 
 
 @MODEL_FAMILIES.register("patchgan-discriminator")
